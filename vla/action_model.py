@@ -1,0 +1,306 @@
+"""The composed model: prefix assembly, deep-fusion LLM + action expert, flow-matching head.
+
+Typical use by a policy::
+
+    model = DeepFusionActionModel(deep_fusion_preset("tiny"))
+    prefix = model.embed_prefix(input_ids, attention_mask, visual_tokens, visual_mask,
+                                spatial_tokens, spatial_mask)
+    losses = model.compute_loss(prefix, actions, state, action_is_pad)   # training
+    chunk = model.sample_actions(prefix, state)                          # inference
+
+``forward`` does both steps at once and, without actions, returns LM logits.
+"""
+
+import torch
+from torch import Tensor, nn
+from transformers import PreTrainedTokenizerBase
+
+from vla.config import DeepFusionConfig
+from vla.deep_fusion import DeepFusionDecoder, ExpertDecoder
+from vla.flow_matching import (
+    TimeTokenEncoder, euler_sample, interpolate, masked_velocity_loss, sample_time,
+)
+from vla.lora import apply_lora
+from vla.masks import (
+    joint_attention_mask, prefix_attention_mask, prefix_position_ids, suffix_attention_mask,
+    suffix_position_ids,
+)
+from vla.prefix import Prefix, insert_placeholders, scatter_tokens
+from vla.pretrained import build_language_model
+from vla.tokenizer import IMAGE_TOKEN, SPATIAL_TOKEN
+
+
+def _check_finite(name: str, tensor: Tensor | None) -> None:
+    if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ValueError(f"{name} contains NaN or Inf values")
+
+
+def _pad_last_dim(name: str, tensor: Tensor, width: int) -> Tensor:
+    """Zero-pad ``[..., n]`` to ``[..., width]``; ValueError when ``n > width``."""
+    if tensor.shape[-1] > width:
+        raise ValueError(f"{name} has {tensor.shape[-1]} dims, more than the configured maximum {width}")
+    return nn.functional.pad(tensor, (0, width - tensor.shape[-1]))
+
+
+class DeepFusionActionModel(nn.Module):
+    """LLM over the prefix fused layer by layer with a flow-matching action expert on the suffix.
+
+    Suffix layout: ``[time token, state token (when max_state_dim is set), H action tokens]``.
+
+    Args:
+        config: see :class:`vla.config.DeepFusionConfig`.
+        tokenizer: tokenizer for an LLM built from config (default: the byte tokenizer);
+            ignored when ``config.llm_path`` is set (the directory's tokenizer is used).
+    """
+
+    def __init__(self, config: DeepFusionConfig, tokenizer: PreTrainedTokenizerBase | None = None):
+        super().__init__()
+        self.config = config
+        llm, lm_head, self.tokenizer = build_language_model(config, tokenizer)
+        expert = ExpertDecoder.like(llm, config.expert_width, config.expert_intermediate_size)
+        self.fusion = DeepFusionDecoder(llm, expert)
+        self.lm_head = lm_head
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.spatial_token_id = self.tokenizer.convert_tokens_to_ids(SPATIAL_TOKEN)
+
+        width = config.expert_width
+        self.time_encoder = TimeTokenEncoder(width, config.time_min_period, config.time_max_period)
+        self.state_proj = nn.Linear(config.max_state_dim, width) if config.max_state_dim else None
+        self.action_in_proj = nn.Linear(config.max_action_dim, width)
+        self.action_out_proj = nn.Linear(width, config.max_action_dim)
+        if config.lora is not None:
+            apply_lora(self, config.lora)
+
+    @property
+    def llm_width(self) -> int:
+        return self.fusion.llm.config.hidden_size
+
+    @property
+    def suffix_len(self) -> int:
+        return 1 + (self.state_proj is not None) + self.config.action_horizon
+
+    def embed_prefix(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        visual_tokens: Tensor | None = None,
+        visual_mask: Tensor | None = None,
+        spatial_tokens: Tensor | None = None,
+        spatial_mask: Tensor | None = None,
+    ) -> Prefix:
+        """Embed the instruction and place the visual and spatial tokens into it.
+
+        Args:
+            input_ids: ``[B, L]`` with one ``<image>`` id per visual token; ``<spatial>`` ids,
+                one per spatial token, or none (then they go right after the last ``<image>``).
+            attention_mask: ``[B, L]``, nonzero at real tokens.
+            visual_tokens: ``[B, Nv, D]`` or None; ``visual_mask``: ``[B, Nv]`` or None.
+            spatial_tokens: ``[B, Ns, D]`` or None; ``spatial_mask``: ``[B, Ns]`` or None.
+
+        Returns:
+            :class:`vla.prefix.Prefix` with ``embeds [B, L', D]`` and ``valid [B, L']``.
+        """
+        if input_ids.dim() != 2 or attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"input_ids and attention_mask must both be [B, L], got {tuple(input_ids.shape)} "
+                f"and {tuple(attention_mask.shape)}"
+            )
+        vocab = self.fusion.llm.get_input_embeddings().num_embeddings
+        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
+            raise ValueError(f"input_ids must lie in [0, {vocab}), got [{int(input_ids.min())}, {int(input_ids.max())}]")
+        _check_finite("visual_tokens", visual_tokens)
+        _check_finite("spatial_tokens", spatial_tokens)
+        if spatial_tokens is not None and not bool((input_ids == self.spatial_token_id).any()):
+            input_ids, attention_mask = insert_placeholders(
+                input_ids, attention_mask, spatial_tokens.shape[1], self.spatial_token_id, self.image_token_id
+            )
+        embeds = self.fusion.llm.get_input_embeddings()(input_ids)
+        valid = attention_mask.bool()
+        for name, token_id, tokens, mask in (
+            ("visual_tokens", self.image_token_id, visual_tokens, visual_mask),
+            ("spatial_tokens", self.spatial_token_id, spatial_tokens, spatial_mask),
+        ):
+            if tokens is not None:
+                embeds, valid = scatter_tokens(embeds, valid, input_ids, token_id, tokens, mask, name)
+        return Prefix(embeds=embeds, valid=valid)
+
+    def embed_suffix(self, state: Tensor | None, noisy_actions: Tensor, time: Tensor) -> Tensor:
+        """``[time token, state token?, action tokens]`` -> ``[B, S, De]``.
+
+        Args:
+            state: ``[B, max_state_dim]`` (padded) or None when the config has no state token.
+            noisy_actions: ``[B, H, max_action_dim]``.
+            time: ``[B]``.
+        """
+        dtype = self.action_in_proj.weight.dtype
+        tokens = [self.time_encoder(time)]
+        if self.state_proj is not None:
+            tokens.append(self.state_proj(state.to(dtype))[:, None])
+        tokens.append(self.action_in_proj(noisy_actions.to(dtype)))
+        return torch.cat(tokens, dim=1)
+
+    def language_logits(self, prefix: Prefix) -> Tensor:
+        """LLM alone over the prefix -> LM logits ``[B, L, V]``."""
+        mask = prefix_attention_mask(prefix.valid, self.config.prefix_causal)
+        hidden, _ = self.fusion(prefix.embeds, None, mask, prefix_position_ids(prefix.valid))
+        return self.lm_head(hidden)
+
+    def compute_loss(
+        self,
+        prefix: Prefix,
+        actions: Tensor,
+        state: Tensor | None = None,
+        action_is_pad: Tensor | None = None,
+        noise: Tensor | None = None,
+        time: Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Flow-matching loss of one joint prefix + suffix pass.
+
+        Args:
+            prefix: from :meth:`embed_prefix`.
+            actions: ``[B, H, A]`` with ``A <= max_action_dim`` real dims.
+            state: ``[B, state_dim]`` with ``state_dim <= max_state_dim`` (required when the
+                config has a state token).
+            action_is_pad: ``[B, H]`` bool, True at padded chunk steps.
+            noise: ``[B, H, max_action_dim]`` or None to draw ``N(0, I)``.
+            time: ``[B]`` or None to draw ``Beta(alpha, 1) * 0.999 + 0.001``.
+            generator: RNG for the noise and time draws.
+
+        Returns:
+            ``{"loss": scalar, "flow_matching_loss": scalar, "loss_per_sample": [B]}``.
+        """
+        _check_finite("prefix.embeds", prefix.embeds)
+        batch = prefix.embeds.shape[0]
+        action_dim = actions.shape[-1]
+        padded = self._check_actions(actions, batch)
+        state = self._prepare_state(state, batch)
+        if action_is_pad is not None and action_is_pad.shape != padded.shape[:2]:
+            raise ValueError(f"action_is_pad must be {tuple(padded.shape[:2])}, got {tuple(action_is_pad.shape)}")
+        noise = self._prepare_noise(noise, batch, generator)
+        if time is None:
+            time = sample_time(batch, self.config.time_alpha, generator, device=padded.device)
+        elif time.shape != (batch,):
+            raise ValueError(f"time must be [{batch}], got {tuple(time.shape)}")
+        noisy, target = interpolate(padded, noise, time.to(padded.device))
+        velocity = self._joint_velocity(prefix, state, noisy, time)
+        loss, per_sample = masked_velocity_loss(velocity, target, action_is_pad, action_dim)
+        return {"loss": loss, "flow_matching_loss": loss.detach(), "loss_per_sample": per_sample.detach()}
+
+    @torch.no_grad()
+    def sample_actions(
+        self,
+        prefix: Prefix,
+        state: Tensor | None = None,
+        num_steps: int | None = None,
+        noise: Tensor | None = None,
+        use_cache: bool = True,
+        action_dim: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Euler-integrate the learned velocity from noise (t=1) to actions (t=0).
+
+        With ``use_cache`` the prefix runs once into a per-layer key/value cache and each step
+        runs only the expert on the suffix against it; without, every step recomputes the whole
+        joint sequence (the reference the cache is tested against).
+
+        Args:
+            prefix: from :meth:`embed_prefix`.
+            state: ``[B, state_dim]`` when the config has a state token.
+            num_steps: Euler steps (default ``config.num_steps``).
+            noise: ``[B, H, max_action_dim]`` ``x_1``, or None to draw ``N(0, I)``.
+            use_cache: reuse the prefix keys/values across steps.
+            action_dim: return only the first ``action_dim`` dims.
+
+        Returns:
+            ``[B, H, action_dim or max_action_dim]``.
+        """
+        _check_finite("prefix.embeds", prefix.embeds)
+        batch = prefix.embeds.shape[0]
+        state = self._prepare_state(state, batch)
+        noise = self._prepare_noise(noise, batch, generator)
+        if use_cache:
+            velocity = self._cached_velocity(prefix, state)
+        else:
+            def velocity(x: Tensor, t: Tensor) -> Tensor:
+                return self._joint_velocity(prefix, state, x, t)
+        actions = euler_sample(velocity, noise, num_steps or self.config.num_steps)
+        return actions[..., :action_dim] if action_dim is not None else actions
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor,
+        visual_tokens: Tensor | None = None,
+        visual_mask: Tensor | None = None,
+        spatial_tokens: Tensor | None = None,
+        spatial_mask: Tensor | None = None,
+        state: Tensor | None = None,
+        actions: Tensor | None = None,
+        action_is_pad: Tensor | None = None,
+        noise: Tensor | None = None,
+        time: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """With ``actions``: the loss dict of :meth:`compute_loss`; without: ``{"logits"}``."""
+        prefix = self.embed_prefix(
+            input_ids, attention_mask, visual_tokens, visual_mask, spatial_tokens, spatial_mask
+        )
+        if actions is None:
+            return {"logits": self.language_logits(prefix)}
+        return self.compute_loss(prefix, actions, state, action_is_pad, noise, time)
+
+    def _joint_velocity(self, prefix: Prefix, state: Tensor | None, noisy: Tensor, time: Tensor) -> Tensor:
+        suffix = self.embed_suffix(state, noisy, time)
+        mask = joint_attention_mask(prefix.valid, self.suffix_len, self.config.prefix_causal)
+        positions = torch.cat(
+            [prefix_position_ids(prefix.valid), suffix_position_ids(prefix.valid, self.suffix_len)], dim=1
+        )
+        _, suffix_out = self.fusion(prefix.embeds, suffix, mask, positions)
+        return self.action_out_proj(suffix_out[:, -self.config.action_horizon:]).float()
+
+    def _cached_velocity(self, prefix: Prefix, state: Tensor | None):
+        """Build the prefix cache; return ``v(x_t, t)`` that runs only the expert."""
+        cache = self.fusion.build_prefix_cache(
+            prefix.embeds,
+            prefix_attention_mask(prefix.valid, self.config.prefix_causal),
+            prefix_position_ids(prefix.valid),
+            self.suffix_len,
+        )
+        mask = suffix_attention_mask(prefix.valid, self.suffix_len)
+        positions = suffix_position_ids(prefix.valid, self.suffix_len)
+
+        def velocity(noisy: Tensor, time: Tensor) -> Tensor:
+            suffix = self.embed_suffix(state, noisy, time)
+            out = self.fusion.forward_suffix(suffix, cache, mask, positions)
+            return self.action_out_proj(out[:, -self.config.action_horizon:]).float()
+
+        return velocity
+
+    def _check_actions(self, actions: Tensor, batch: int) -> Tensor:
+        horizon = self.config.action_horizon
+        if actions.dim() != 3 or actions.shape[0] != batch or actions.shape[1] != horizon:
+            raise ValueError(f"actions must be [B={batch}, H={horizon}, A], got {tuple(actions.shape)}")
+        _check_finite("actions", actions)
+        return _pad_last_dim("actions", actions.float(), self.config.max_action_dim)
+
+    def _prepare_state(self, state: Tensor | None, batch: int) -> Tensor | None:
+        if self.state_proj is None:
+            if state is not None:
+                raise ValueError("state was given but the config has no state token (max_state_dim=None)")
+            return None
+        if state is None:
+            raise ValueError(f"state is required: the config has a state token (max_state_dim={self.config.max_state_dim})")
+        if state.dim() != 2 or state.shape[0] != batch:
+            raise ValueError(f"state must be [B={batch}, state_dim], got {tuple(state.shape)}")
+        _check_finite("state", state)
+        return _pad_last_dim("state", state.float(), self.config.max_state_dim)
+
+    def _prepare_noise(self, noise: Tensor | None, batch: int, generator: torch.Generator | None) -> Tensor:
+        shape = (batch, self.config.action_horizon, self.config.max_action_dim)
+        device = self.action_in_proj.weight.device
+        if noise is None:
+            return torch.randn(shape, generator=generator, device=device)
+        if tuple(noise.shape) != shape:
+            raise ValueError(f"noise must be {shape}, got {tuple(noise.shape)}")
+        _check_finite("noise", noise)
+        return noise.float()

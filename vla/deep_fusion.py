@@ -1,0 +1,248 @@
+"""Deep fusion: an HF decoder LLM and an action expert that share attention in every layer.
+
+In layer ``i`` each stream (LLM on the prefix, expert on the suffix) computes q/k/v from its own
+tokens with its own ``input_layernorm`` and ``q_proj/k_proj/v_proj``; the streams are
+concatenated along the sequence for **one** ``F.scaled_dot_product_attention`` with a boolean
+mask; the result is split and each stream applies its own ``o_proj``, residual,
+``post_attention_layernorm`` and ``mlp``. The code calls the HF layer modules themselves, so a
+pretrained LLM is used with its weights as they are and peft LoRA wrappers apply unchanged.
+"""
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import PretrainedConfig
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from vla.masks import fold_mask_for_groups
+
+
+def attention_shape(config: PretrainedConfig) -> dict[str, int]:
+    """Layers, heads, KV heads and head_dim of an HF decoder config."""
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return {
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "num_key_value_heads": config.num_key_value_heads,
+        "head_dim": head_dim,
+    }
+
+
+def expert_config(llm_config: PretrainedConfig, width: int, intermediate_size: int) -> PretrainedConfig:
+    """The LLM's HF config at the expert's width, keeping layers, heads, KV heads and head_dim."""
+    config = copy.deepcopy(llm_config)
+    config.head_dim = attention_shape(llm_config)["head_dim"]
+    config.hidden_size = width
+    config.intermediate_size = intermediate_size
+    return config
+
+
+class ExpertDecoder(nn.Module):
+    """The action expert: decoder layers and final norm of the LLM's own family, no embeddings.
+
+    Args:
+        config: HF config of the expert (see :func:`expert_config`).
+        layer_cls: the decoder layer class (e.g. ``LlamaDecoderLayer``).
+        norm_cls: the final norm class (e.g. ``LlamaRMSNorm``).
+    """
+
+    def __init__(self, config: PretrainedConfig, layer_cls: type[nn.Module], norm_cls: type[nn.Module]):
+        super().__init__()
+        self.config = config
+        self.layers = nn.ModuleList(layer_cls(config, i) for i in range(config.num_hidden_layers))
+        self.norm = norm_cls(config.hidden_size, eps=config.rms_norm_eps)
+
+    @classmethod
+    def like(cls, llm: nn.Module, width: int, intermediate_size: int) -> "ExpertDecoder":
+        """An expert of the same family as the HF decoder ``llm`` (e.g. a ``LlamaModel``)."""
+        config = expert_config(llm.config, width, intermediate_size)
+        return cls(config, type(llm.layers[0]), type(llm.norm))
+
+
+@dataclass
+class PrefixCache:
+    """Per-layer prefix keys/values, rotary already applied.
+
+    ``keys[i]`` and ``values[i]`` are ``[B, H_kv, L + S, head_dim]`` buffers: slots ``[:L]`` hold
+    the prefix, written once by :meth:`DeepFusionDecoder.build_prefix_cache`; slots ``[L:]`` are
+    scratch that each denoising step overwrites with its suffix keys/values. So no step copies
+    or changes the prefix entries, and attention reads one contiguous buffer.
+    """
+
+    keys: list[Tensor]
+    values: list[Tensor]
+    prefix_len: int
+
+    @property
+    def suffix_len(self) -> int:
+        return self.keys[0].shape[2] - self.prefix_len
+
+
+def grouped_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float,
+                      dropout: float = 0.0) -> Tensor:
+    """SDPA with grouped-query attention without repeating keys/values.
+
+    The ``G = H_q / H_kv`` query heads sharing a key/value head are folded into the query axis,
+    so keys and values (and the prefix cache) are never expanded or copied.
+
+    Args:
+        q: ``[B, H_q, N, d]``.
+        k, v: ``[B, H_kv, M, d]``.
+        mask: ``[B, 1, G * N, M]`` bool, already folded (:func:`vla.masks.fold_mask_for_groups`).
+        scale: softmax scale.
+
+    Returns:
+        ``[B, H_q, N, d]``.
+    """
+    batch, heads, n_query, dim = q.shape
+    folded = q.reshape(batch, k.shape[1], -1, dim)
+    out = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask, dropout_p=dropout, scale=scale)
+    return out.reshape(batch, heads, n_query, dim)
+
+
+class DeepFusionDecoder(nn.Module):
+    """Runs the LLM on the prefix and the expert on the suffix, fused layer by layer.
+
+    Args:
+        llm: an HF decoder base model (``LlamaModel``, ``Qwen2Model``, ...) with ``layers``,
+            ``norm`` and ``rotary_emb``.
+        expert: an :class:`ExpertDecoder` with the LLM's layer count, heads, KV heads, head_dim.
+    """
+
+    def __init__(self, llm: nn.Module, expert: ExpertDecoder):
+        super().__init__()
+        llm_shape, expert_shape = attention_shape(llm.config), attention_shape(expert.config)
+        mismatched = {k: (llm_shape[k], expert_shape[k]) for k in llm_shape if llm_shape[k] != expert_shape[k]}
+        if mismatched:
+            details = ", ".join(f"{k}: llm {a} vs expert {b}" for k, (a, b) in mismatched.items())
+            raise ValueError(f"action expert must match the LLM's attention shape; {details}")
+        if getattr(llm.config, "use_sliding_window", False):
+            raise ValueError("sliding-window attention is not supported; set use_sliding_window=False")
+        self.llm = llm
+        self.expert = expert
+        self.num_layers = llm_shape["num_hidden_layers"]
+        self.head_dim = llm_shape["head_dim"]
+        self.num_kv_heads = llm_shape["num_key_value_heads"]
+        self.groups = llm_shape["num_attention_heads"] // self.num_kv_heads
+        self.scale = self.head_dim**-0.5
+        self.attention_dropout = float(getattr(llm.config, "attention_dropout", 0.0))
+
+    def forward(self, prefix: Tensor | None, suffix: Tensor | None, mask: Tensor,
+                position_ids: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """Joint forward over ``[prefix, suffix]`` (either may be None or zero-length).
+
+        Args:
+            prefix: ``[B, L, D]`` LLM input embeddings.
+            suffix: ``[B, S, De]`` expert input embeddings.
+            mask: ``[B, 1, L + S, L + S]`` bool (:func:`vla.masks.joint_attention_mask`).
+            position_ids: ``[B, L + S]`` rotary positions.
+
+        Returns:
+            ``(prefix_out [B, L, D], suffix_out [B, S, De])`` after each stream's final norm; an
+            absent or empty stream is returned as given.
+        """
+        streams = [(self.llm, prefix), (self.expert, suffix)]
+        active = [(decoder, h) for decoder, h in streams if h is not None and h.shape[1] > 0]
+        if not active:
+            raise ValueError("deep fusion needs a non-empty prefix or suffix")
+        outputs = iter(self._run(active, mask, position_ids, cache=None))
+        prefix_out, suffix_out = (
+            decoder.norm(next(outputs)) if h is not None and h.shape[1] > 0 else h
+            for decoder, h in streams
+        )
+        return prefix_out, suffix_out
+
+    def build_prefix_cache(self, prefix: Tensor, mask: Tensor, position_ids: Tensor,
+                           suffix_len: int) -> PrefixCache:
+        """Run the LLM on the prefix once and keep every layer's keys/values.
+
+        Args:
+            prefix: ``[B, L, D]``.
+            mask: ``[B, 1, L, L]`` bool (:func:`vla.masks.prefix_attention_mask`).
+            position_ids: ``[B, L]``.
+            suffix_len: ``S``, room reserved after the prefix.
+        """
+        batch, length, _ = prefix.shape
+        shape = (batch, self.num_kv_heads, length + suffix_len, self.head_dim)
+        cache = PrefixCache(
+            keys=[prefix.new_empty(shape) for _ in range(self.num_layers)],
+            values=[prefix.new_empty(shape) for _ in range(self.num_layers)],
+            prefix_len=length,
+        )
+        self._run([(self.llm, prefix)], mask, position_ids, cache=cache)
+        return cache
+
+    def forward_suffix(self, suffix: Tensor, cache: PrefixCache, mask: Tensor,
+                       position_ids: Tensor) -> Tensor:
+        """Expert-only forward of the suffix against the cached prefix.
+
+        Args:
+            suffix: ``[B, S, De]``.
+            cache: from :meth:`build_prefix_cache` with the same ``S``.
+            mask: ``[B, 1, S, L + S]`` bool (:func:`vla.masks.suffix_attention_mask`).
+            position_ids: ``[B, S]`` (:func:`vla.masks.suffix_position_ids`).
+
+        Returns:
+            ``[B, S, De]`` after the expert's final norm.
+        """
+        if suffix.shape[1] != cache.suffix_len:
+            raise ValueError(f"suffix has {suffix.shape[1]} tokens, the cache was built for {cache.suffix_len}")
+        (hidden,) = self._run([(self.expert, suffix)], mask, position_ids, cache=cache)
+        return self.expert.norm(hidden)
+
+    def _run(self, active: list[tuple[nn.Module, Tensor]], mask: Tensor, position_ids: Tensor,
+             cache: PrefixCache | None) -> list[Tensor]:
+        """All layers over the active streams.
+
+        ``cache`` with an LLM-only stream fills the prefix slots; with an expert-only stream it
+        writes the suffix slots and attends over the whole buffer.
+        """
+        lengths = [h.shape[1] for _, h in active]
+        cos, sin = self.llm.rotary_emb(active[0][1], position_ids)
+        rotary = list(zip(cos.split(lengths, dim=1), sin.split(lengths, dim=1)))
+        mask = fold_mask_for_groups(mask, self.groups)
+        filling = cache is not None and active[0][0] is self.llm
+        hiddens = [h for _, h in active]
+        for index in range(self.num_layers):
+            layers = [decoder.layers[index] for decoder, _ in active]
+            q, k, v = self._project(layers, hiddens, rotary)
+            if cache is not None:
+                slots = slice(0, cache.prefix_len) if filling else slice(cache.prefix_len, None)
+                cache.keys[index][:, :, slots] = k
+                cache.values[index][:, :, slots] = v
+                if filling and index == self.num_layers - 1:
+                    break  # the last layer's outputs on the prefix feed nothing downstream
+                if not filling:
+                    k, v = cache.keys[index], cache.values[index]
+            dropout = self.attention_dropout if self.training else 0.0
+            out = grouped_attention(q, k, v, mask, self.scale, dropout)
+            out = out.transpose(1, 2).flatten(2).split(lengths, dim=1)
+            hiddens = [self._finish(layer, h, o) for layer, h, o in zip(layers, hiddens, out)]
+        return hiddens
+
+    def _project(self, layers: list[nn.Module], hiddens: list[Tensor],
+                 rotary: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-stream norm, q/k/v projections and rotary; concatenated to ``[B, H, N, d]``."""
+        qs, ks, vs = [], [], []
+        for layer, hidden, (cos, sin) in zip(layers, hiddens, rotary):
+            attn = layer.self_attn
+            x = layer.input_layernorm(hidden)
+            shape = (*x.shape[:-1], -1, self.head_dim)
+            q = attn.q_proj(x).view(shape).transpose(1, 2)
+            k = attn.k_proj(x).view(shape).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            qs.append(q)
+            ks.append(k)
+            vs.append(attn.v_proj(x).view(shape).transpose(1, 2))
+        if len(layers) == 1:
+            return qs[0], ks[0], vs[0]
+        return torch.cat(qs, dim=2), torch.cat(ks, dim=2), torch.cat(vs, dim=2)
+
+    @staticmethod
+    def _finish(layer: nn.Module, hidden: Tensor, attended: Tensor) -> Tensor:
+        """Output projection, residual, post-attention norm, MLP, residual."""
+        hidden = hidden + layer.self_attn.o_proj(attended)
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))

@@ -1,0 +1,99 @@
+"""A byte-level tokenizer that needs no files: the default tokenizer of an LLM built from config.
+
+Ids ``0..255`` are the UTF-8 bytes; the special tokens follow from id 256. It is a regular
+``transformers`` slow tokenizer, so batching, padding, truncation, ``save_pretrained`` and
+``from_pretrained`` behave as for any HF tokenizer, and the rest of ``vla/`` treats it and a
+pretrained LLM's tokenizer alike.
+"""
+
+from transformers import AddedToken, PreTrainedTokenizer
+
+BYTE_COUNT = 256
+PAD_TOKEN = "<pad>"
+BOS_TOKEN = "<bos>"
+EOS_TOKEN = "<eos>"
+IMAGE_TOKEN = "<image>"
+SPATIAL_TOKEN = "<spatial>"
+SPECIAL_TOKENS = (PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN, SPATIAL_TOKEN)
+
+
+def _byte_token(value: int) -> str:
+    return f"<0x{value:02X}>"
+
+
+class ByteTokenizer(PreTrainedTokenizer):
+    """UTF-8 bytes plus ``<pad> <bos> <eos> <image> <spatial>`` (ids 256-260).
+
+    ``<image>`` and ``<spatial>`` written in the text become their ids, so a prompt such as
+    ``"<image><image> pick the red cube"`` carries the placeholders for two visual tokens.
+
+    Args:
+        add_bos_token: prepend ``<bos>`` to every encoded sequence.
+    """
+
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(self, add_bos_token: bool = True, **kwargs):
+        self._added_tokens_decoder = {
+            BYTE_COUNT + i: AddedToken(token, special=True, normalized=False)
+            for i, token in enumerate(SPECIAL_TOKENS)
+        }
+        self.add_bos_token = add_bos_token
+        kwargs.setdefault("pad_token", PAD_TOKEN)
+        kwargs.setdefault("bos_token", BOS_TOKEN)
+        kwargs.setdefault("eos_token", EOS_TOKEN)
+        kwargs.setdefault("additional_special_tokens", [IMAGE_TOKEN, SPATIAL_TOKEN])
+        super().__init__(add_bos_token=add_bos_token, **kwargs)
+
+    @property
+    def vocab_size(self) -> int:
+        return BYTE_COUNT
+
+    def get_vocab(self) -> dict[str, int]:
+        vocab = {_byte_token(i): i for i in range(BYTE_COUNT)}
+        vocab.update(self.added_tokens_encoder)
+        return vocab
+
+    def _tokenize(self, text: str, **kwargs) -> list[str]:
+        return [_byte_token(b) for b in text.encode("utf-8")]
+
+    def _convert_token_to_id(self, token: str) -> int:
+        if len(token) == 6 and token.startswith("<0x") and token.endswith(">"):
+            return int(token[3:5], 16)
+        return self.unk_token_id if self.unk_token is not None else self.pad_token_id
+
+    def _convert_id_to_token(self, index: int) -> str:
+        if not 0 <= index < BYTE_COUNT:
+            raise ValueError(f"byte token id must be in [0, {BYTE_COUNT}), got {index}")
+        return _byte_token(index)
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        pieces = bytearray()
+        for token in tokens:
+            if token in self.added_tokens_encoder:
+                pieces.extend(token.encode("utf-8"))
+            else:
+                pieces.append(self._convert_token_to_id(token))
+        return pieces.decode("utf-8", errors="replace")
+
+    def build_inputs_with_special_tokens(
+        self, token_ids_0: list[int], token_ids_1: list[int] | None = None
+    ) -> list[int]:
+        bos = [self.bos_token_id] if self.add_bos_token else []
+        ids = bos + token_ids_0
+        return ids if token_ids_1 is None else ids + token_ids_1
+
+    def get_special_tokens_mask(
+        self,
+        token_ids_0: list[int],
+        token_ids_1: list[int] | None = None,
+        already_has_special_tokens: bool = False,
+    ) -> list[int]:
+        if already_has_special_tokens:
+            return super().get_special_tokens_mask(token_ids_0, token_ids_1, True)
+        bos = [1] if self.add_bos_token else []
+        return bos + [0] * len(token_ids_0) + ([0] * len(token_ids_1) if token_ids_1 else [])
+
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str, ...]:
+        """The byte vocabulary is implicit; ``save_pretrained`` writes only the config files."""
+        return ()
