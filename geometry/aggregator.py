@@ -1,0 +1,156 @@
+"""The 4D multi-view aggregator (seed 000, patch path): tokens, embeddings, routed attention."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from geometry.config import GeometryConfig
+from geometry.dynamics_mask import DynamicsMask
+from geometry.inputs import camera_param_features, validate_camera, validate_images
+from geometry.layers import Block, RotaryPositionEmbedding2D, grid_positions
+from geometry.patch_embed import PatchEmbed
+from geometry.routing import layer_routing, route, stage_boundaries, unroute
+from geometry.view_mixer import ViewMixer
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class AggregatorOutput:
+    """What the heads read.
+
+    layers: layer index -> `[B, S, N, k*C]` (k = len(aa_order), frame then global), S = T*V in
+        time-major order (frame s = t*V + v), N = patch_start_idx + P.
+    mask_logits: dynamic-patch logits `[B, S*P]` (None when the dynamics mask is off).
+    """
+
+    layers: dict[int, torch.Tensor]
+    patch_start_idx: int
+    num_times: int
+    num_views: int
+    legacy: bool
+    grid: tuple[int, int]
+    mask_logits: torch.Tensor | None
+
+
+def two_slot_tokens(token: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """VGGT's two-slot tokens `[1, 2, k, C]` -> `[1, S, k, C]`: slot 0 for frame 0, slot 1 after.
+
+    Example: S=3 -> `[slot0, slot1, slot1]`.
+    """
+    return torch.cat([token[:, :1], token[:, 1:2].expand(-1, num_frames - 1, -1, -1)], dim=1)
+
+
+class Aggregator(nn.Module):
+    """Images `[B, T, V, 3, H, W]` (or legacy `[B, S, 3, H, W]`) -> `AggregatorOutput`.
+
+    Parameter names follow VGGT's aggregator (patch_embed, camera_token, register_token,
+    frame_blocks, global_blocks) so its weights load by name; the new parts (view_mixer, per-view
+    camera tokens, per-time register tokens, embeddings, dynamics_mask) start as the identity.
+    """
+
+    def __init__(self, config: GeometryConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        C, R = c.embed_dim, c.num_register_tokens
+        self.patch_embed = PatchEmbed(c.img_size, c.patch_size, C, c.patch_embed_depth, c.patch_embed_heads, R, c.mlp_ratio)
+        self.view_mixer = ViewMixer(C, c.view_mixer_heads, c.view_mixer_rank) if c.view_mixer else None
+        self.camera_token = nn.Parameter(torch.randn(1, 2, 1, C) * 1e-6)
+        self.register_token = nn.Parameter(torch.randn(1, 2, R, C) * 1e-6)
+        self.view_camera_token = nn.Parameter(torch.randn(1, c.max_views, 1, C) * 1e-6)
+        self.time_register_token = nn.Parameter(torch.randn(1, c.max_time_steps, R, C) * 1e-6)
+        self.time_embed = nn.Embedding(c.max_time_steps, C)
+        self.view_embed = nn.Embedding(c.max_views, C)
+        self.camera_param_embed = nn.Sequential(
+            nn.Linear(c.camera_param_dim, c.camera_param_hidden), nn.GELU(), nn.Linear(c.camera_param_hidden, C)
+        )
+        for zero in (self.time_embed.weight, self.view_embed.weight, self.camera_param_embed[2].weight,
+                     self.camera_param_embed[2].bias):
+            nn.init.zeros_(zero)
+        self.rope = RotaryPositionEmbedding2D(c.rope_frequency)
+        self.frame_blocks = nn.ModuleList(self._block() for _ in range(c.depth))
+        self.global_blocks = nn.ModuleList(self._block() for _ in range(c.depth))
+        self.dynamics_mask = DynamicsMask(C, c.depth) if c.dynamics_mask else None
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def _block(self) -> Block:
+        c = self.config
+        return Block(c.embed_dim, c.num_heads, c.mlp_ratio, qk_norm=True, init_values=c.init_values, rope=self.rope)
+
+    def special_tokens(self, B: int, T: int, V: int, legacy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Camera `[B, T, V, 1, C]` and register `[B, T, V, R, C]` tokens.
+
+        Multi-view: camera token per view (shared over time), registers per time step (shared over
+        views). Legacy: VGGT's two slots over the S = T frames.
+        """
+        C = self.config.embed_dim
+        if legacy:
+            camera = two_slot_tokens(self.camera_token, T).unsqueeze(2)
+            register = two_slot_tokens(self.register_token, T).unsqueeze(2)
+        else:
+            camera = self.view_camera_token[:, :V].unsqueeze(1)
+            register = self.time_register_token[:, :T].unsqueeze(2)
+        return camera.expand(B, T, V, 1, C), register.expand(B, T, V, -1, C)
+
+    def embed(self, images: torch.Tensor, intrinsics: torch.Tensor | None = None,
+              extrinsics: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Validated images -> tokens `[B, T, V, N, C]`, RoPE positions `[B, T, V, N, 2]`, legacy flag."""
+        c = self.config
+        images, legacy = validate_images(images, c.patch_size, c.max_views, c.max_time_steps)
+        B, T, V, _, H, W = images.shape
+        validate_camera("intrinsics", intrinsics, B, T, V, (3, 3))
+        validate_camera("extrinsics", extrinsics, B, T, V, (3, 4))
+        frames = (images.reshape(B * T * V, 3, H, W) - self.mean) / self.std
+        patches = self.patch_embed(frames)
+        P, C = patches.shape[1:]
+        patches = patches.reshape(B, T, V, P, C)
+        if self.view_mixer is not None and not legacy:
+            patches = self.view_mixer(patches)
+        patches = patches + self.time_embed.weight[:T].view(1, T, 1, 1, C) + self.view_embed.weight[:V].view(1, 1, V, 1, C)
+        camera, register = self.special_tokens(B, T, V, legacy)
+        feats = camera_param_features(B, T, V, H, W, intrinsics, extrinsics, images.device, patches.dtype)
+        camera = camera.to(patches.dtype) + self.camera_param_embed(feats).unsqueeze(3)
+        tokens = torch.cat([camera, register.to(patches.dtype), patches], dim=3)
+        gh, gw = H // c.patch_size, W // c.patch_size
+        pos = grid_positions(T * V, gh, gw, c.patch_start_idx, images.device)
+        pos = pos.reshape(1, T, V, -1, 2).expand(B, -1, -1, -1, -1)
+        return tokens, pos, legacy
+
+    def forward(self, images: torch.Tensor, intrinsics: torch.Tensor | None = None,
+                extrinsics: torch.Tensor | None = None, output_layers: tuple[int, ...] | None = None) -> AggregatorOutput:
+        c = self.config
+        tokens, pos, legacy = self.embed(images, intrinsics, extrinsics)
+        B, T, V, N, C = tokens.shape
+        S, ps = T * V, c.patch_start_idx
+        H, W = images.shape[-2:]
+        wanted = set(c.head_layers if output_layers is None else output_layers)
+        routing = layer_routing(c.depth, legacy, c.stage_boundaries)
+        mask_start = stage_boundaries(c.depth, c.stage_boundaries)[0]
+        flat_pos = pos.reshape(B, S * N, 2)
+        outputs: dict[int, torch.Tensor] = {}
+        mask_logits = mask_prob = None
+        for i in range(c.depth):
+            if self.dynamics_mask is not None and i == mask_start:
+                mask_logits = self.dynamics_mask.head(tokens[:, :, :, ps:].reshape(B, S, N - ps, C))
+                mask_prob = torch.sigmoid(mask_logits)
+            intermediates = []
+            for kind in c.aa_order:
+                if kind == "frame":
+                    mode = routing[i]
+                    out = self.frame_blocks[i](route(tokens, mode), pos=route(pos, mode))
+                    tokens = unroute(out, mode, B, T, V)
+                else:
+                    bias = None if mask_prob is None else self.dynamics_mask.bias(mask_prob, i, S, N, ps)
+                    out = self.global_blocks[i](tokens.reshape(B, S * N, C), pos=flat_pos, attn_mask=bias)
+                    tokens = out.reshape(B, T, V, N, C)
+                intermediates.append(tokens)
+            if i in wanted:
+                outputs[i] = torch.cat(intermediates, dim=-1).reshape(B, S, N, -1)
+        grid = (H // c.patch_size, W // c.patch_size)
+        return AggregatorOutput(outputs, ps, T, V, legacy, grid, mask_logits)

@@ -1,0 +1,75 @@
+"""Dynamics mask (PAGE-4D idea): down-weight dynamic patches as keys of global attention.
+
+After stage 1 a SpatialMaskHead predicts a per-patch dynamic probability m. In the global
+attention of stages 2-3, a query of kind q attending to a patch key k has its attention weight
+multiplied by `1 - s_q * m_k` (renormalised by the softmax), where s_q = gamma_l for camera-token
+queries (one learnable gate per layer), 1 for register-token queries and 0 for patch queries.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+LOG_EPS = 1e-6
+
+
+def query_strengths(tokens_per_frame: int, patch_start_idx: int, gamma: torch.Tensor) -> torch.Tensor:
+    """Suppression strength of each query position of one frame, `[tokens_per_frame]`.
+
+    Example (patch_start_idx=5, 7 tokens, gamma=0.3): `[0.3, 1, 1, 1, 1, 0, 0]` — camera token,
+    four registers, two patches.
+    """
+    registers = gamma.new_ones(patch_start_idx - 1)
+    patches = gamma.new_zeros(tokens_per_frame - patch_start_idx)
+    return torch.cat([gamma.reshape(1), registers, patches])
+
+
+def dynamics_key_bias(mask: torch.Tensor, strengths: torch.Tensor, num_frames: int, patch_start_idx: int) -> torch.Tensor:
+    """Additive attention bias `[B, 1, S*N, S*N]` for global attention over S frames of N tokens.
+
+    `mask` is `[B, S*P]` (P = N - patch_start_idx patches per frame), `strengths` `[N]` from
+    `query_strengths`. Entry (q, k) is `log(1 - strengths[q % N] * m_k)` with m_k = 0 for special
+    token keys, so special keys and patch queries are never biased. Example: m_k = 1 and a
+    register query gives log(1e-6) (the key is effectively removed); m_k = 0.5 and a camera query
+    with gamma 0.5 gives log(0.75).
+    """
+    B = mask.shape[0]
+    N = strengths.shape[0]
+    m = mask.reshape(B, num_frames, N - patch_start_idx)
+    m = torch.cat([m.new_zeros(B, num_frames, patch_start_idx), m], dim=-1).reshape(B, 1, 1, num_frames * N)
+    s = strengths.repeat(num_frames).reshape(1, 1, num_frames * N, 1)
+    return torch.log((1.0 - s * m).clamp_min(LOG_EPS))
+
+
+class SpatialMaskHead(nn.Module):
+    """Patch tokens `[B, S, P, C]` -> dynamic-probability logits `[B, S*P]`."""
+
+    def __init__(self, dim: int, hidden: int | None = None) -> None:
+        super().__init__()
+        hidden = hidden or max(dim // 4, 16)
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
+
+    def forward(self, patch_tokens: torch.Tensor) -> torch.Tensor:
+        B = patch_tokens.shape[0]
+        return self.net(patch_tokens).reshape(B, -1)
+
+
+class DynamicsMask(nn.Module):
+    """Mask head, one camera gate per layer (gamma_l = sigmoid(gate_l)) and a global strength.
+
+    `strength` multiplies m and starts at 0, so at init the bias is exactly zero and a model
+    loaded from VGGT computes what VGGT computes; it opens as training finds the mask useful.
+    """
+
+    def __init__(self, dim: int, depth: int) -> None:
+        super().__init__()
+        self.head = SpatialMaskHead(dim)
+        self.gates = nn.Parameter(torch.zeros(depth))
+        self.strength = nn.Parameter(torch.zeros(()))
+
+    def bias(self, mask_prob: torch.Tensor, layer: int, num_frames: int, tokens_per_frame: int,
+             patch_start_idx: int) -> torch.Tensor:
+        """Key bias of global layer `layer` for dynamic probabilities `mask_prob [B, S*P]`."""
+        strengths = query_strengths(tokens_per_frame, patch_start_idx, torch.sigmoid(self.gates[layer]))
+        return dynamics_key_bias(self.strength * mask_prob, strengths, num_frames, patch_start_idx)

@@ -1,0 +1,46 @@
+"""Multi-head self-attention with q/k LayerNorm, 2D RoPE, explicit masks and reusable k/v."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geometry.layers.rope import RotaryPositionEmbedding2D
+
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
+class Attention(nn.Module):
+    """`[B, N, C] -> [B, N, C]`; parameter names (qkv, q_norm, k_norm, proj) follow VGGT.
+
+    `attn_mask` is passed to `F.scaled_dot_product_attention`: boolean (True = may attend) or an
+    additive float bias, broadcastable to `[B, heads, N, N_kv]`. `past_kv` (k, v of earlier tokens,
+    `[B, heads, M, D]`, already normalised and rotated) is prepended to this call's keys/values,
+    and `return_kv=True` also returns the full (k, v) so a caller can keep a cache.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = True,
+                 rope: RotaryPositionEmbedding2D | None = None) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+        self.rope = rope
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
+                past_kv: KV | None = None, return_kv: bool = False) -> torch.Tensor | tuple[torch.Tensor, KV]:
+        B, N, C = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k = self.q_norm(q), self.k_norm(k)
+        if self.rope is not None and pos is not None:
+            q, k = self.rope(q, pos), self.rope(k, pos)
+        if past_kv is not None:
+            k = torch.cat([past_kv[0], k], dim=2)
+            v = torch.cat([past_kv[1], v], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        out = self.proj(out.transpose(1, 2).reshape(B, N, C))
+        return (out, (k, v)) if return_kv else out

@@ -1,0 +1,59 @@
+"""GeometryModel: the aggregator with its camera, depth, point (and track) heads."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from geometry.aggregator import Aggregator, AggregatorOutput
+from geometry.config import GeometryConfig
+from geometry.heads import CameraHead, DPTHead
+
+
+class GeometryModel(nn.Module):
+    """Images -> cameras, depth, world points (and tracks for given query points).
+
+    Multi-view input `[B, T, V, 3, H, W]` gives `pose_enc` `[B, V, 9]` (static cameras) or
+    `[B, T, V, 9]`, `depth`/`depth_conf` `[B, T, V, H, W]`, `world_points` `[B, T, V, H, W, 3]`,
+    `world_points_conf` `[B, T, V, H, W]`. Legacy input `[B, S, 3, H, W]` gives VGGT's shapes:
+    `pose_enc` `[B, S, 9]`, `depth` `[B, S, H, W]`, points `[B, S, H, W, 3]`.
+    """
+
+    def __init__(self, config: GeometryConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        dim_in = c.embed_dim * len(c.aa_order)
+        self.aggregator = Aggregator(c)
+        self.camera_head = CameraHead(dim_in, c.camera_trunk_depth, c.num_heads, c.mlp_ratio, c.init_values,
+                                      c.camera_iterations, c.max_views, c.camera_view_hidden)
+        dpt = dict(dim_in=dim_in, patch_size=c.patch_size, features=c.dpt_features, out_channels=c.dpt_out_channels,
+                   layers=c.dpt_layers, chunk_size=c.frames_chunk_size)
+        self.depth_head = DPTHead(output_dim=2, activation="exp", **dpt)
+        self.point_head = DPTHead(output_dim=4, activation="inv_log", **dpt)
+
+    def forward(self, images: torch.Tensor, intrinsics: torch.Tensor | None = None,
+                extrinsics: torch.Tensor | None = None, static_cameras: bool | None = None) -> dict[str, torch.Tensor]:
+        agg = self.aggregator(images, intrinsics, extrinsics)
+        return self.heads(agg, static_cameras)
+
+    def heads(self, agg: AggregatorOutput, static_cameras: bool | None = None) -> dict[str, torch.Tensor]:
+        """Run the heads on an aggregator output (legacy input never uses static cameras)."""
+        static = (self.config.static_cameras if static_cameras is None else static_cameras) and not agg.legacy
+        B = agg.layers[max(agg.layers)].shape[0]
+        T, V = agg.num_times, agg.num_views
+        frames = (B, T) if agg.legacy else (B, T, V)
+        poses = self.camera_head(agg, static=static)
+        if agg.legacy:
+            poses = [p.reshape(B, T, -1) for p in poses]
+        depth, depth_conf = self.depth_head(agg)
+        points, points_conf = self.point_head(agg)
+        return {
+            "pose_enc": poses[-1],
+            "pose_enc_list": poses,
+            "depth": depth.reshape(*frames, *depth.shape[2:4]),
+            "depth_conf": depth_conf.reshape(*frames, *depth_conf.shape[2:]),
+            "world_points": points.reshape(*frames, *points.shape[2:]),
+            "world_points_conf": points_conf.reshape(*frames, *points_conf.shape[2:]),
+            "mask_logits": agg.mask_logits,
+        }
