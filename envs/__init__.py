@@ -1,1 +1,19 @@
+"""Simulation: the built-in tabletop task, wrappers for the LeRobot sims, demo recording.
 
+Importing this package registers ``geovla/Tabletop-v0`` with gymnasium and, unless the caller
+chose otherwise, makes MuJoCo render headless through EGL.
+"""
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym  # noqa: E402
+
+from envs.tabletop import TabletopEnv, make_expert  # noqa: E402
+
+TABLETOP_ID = "geovla/Tabletop-v0"
+if TABLETOP_ID not in gym.registry:
+    gym.register(id=TABLETOP_ID, entry_point="envs.tabletop.env:TabletopEnv")
+
+__all__ = ["TABLETOP_ID", "TabletopEnv", "make_expert"]

@@ -1,0 +1,6 @@
+"""The built-in multi-camera tabletop task."""
+
+from envs.tabletop.env import TabletopEnv, validate_action
+from envs.tabletop.expert import PickExpert, ReachExpert, make_expert
+
+__all__ = ["TabletopEnv", "validate_action", "ReachExpert", "PickExpert", "make_expert"]
