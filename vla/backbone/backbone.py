@@ -102,6 +102,11 @@ class FiLMDualBackbone(nn.Module):
         dtype = self.siglip_projector.net[0].weight.dtype
         language = language.to(dtype)
         per_image_language = language.repeat_interleave(views, dim=0)  # [B·V, D_llm], b-major like the images
+        # Missing cameras are zeroed before encoding so that whatever their pixels hold (even NaN)
+        # reaches neither the tokens nor the gradients.
+        present = camera_mask[:, :, None, None, None]
+        siglip_images = torch.where(present, siglip_images, 0.0)
+        dinov2_images = torch.where(present, dinov2_images, 0.0)
         streams = []
         for encoder, projector, images in (
             (self.siglip, self.siglip_projector, siglip_images),

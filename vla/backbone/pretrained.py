@@ -41,11 +41,18 @@ def load_vit_weights(vit: VisionTransformer, path: str | Path) -> None:
     open_clip / big_vision key layouts and resamples the positional embedding and patch-embedding
     kernel when the checkpoint was trained at another image or patch size (DINOv2 at 518 px loads
     into a 224 px model). Classifier weights the model does not have (`head.*` when built with
-    `num_classes=0`) are dropped; any other missing or unexpected key raises ValueError.
+    `num_classes=0`) are dropped; any other missing, unexpected or differently shaped key raises
+    ValueError.
     """
     state = checkpoint_filter_fn(read_state_dict(path), vit)
     if isinstance(vit.head, torch.nn.Identity):
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    own = vit.state_dict()
+    wrong_shape = {
+        k: (tuple(v.shape), tuple(own[k].shape)) for k, v in state.items() if k in own and v.shape != own[k].shape
+    }
+    if wrong_shape:
+        raise ValueError(f"weights file {str(path)!r}: shapes (file, model) differ for {wrong_shape}")
     result = vit.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise ValueError(
