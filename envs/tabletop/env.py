@@ -28,9 +28,28 @@ REACH_TOLERANCE = 0.03
 LIFT_HEIGHT = 0.08  # object centre height (metres above the table) that counts as lifted
 
 
-# Renderers freed during interpreter teardown fail noisily inside EGL; close them before that.
 _OPEN_ENVS: "weakref.WeakSet[TabletopEnv]" = weakref.WeakSet()
-atexit.register(lambda: [env.close() for env in list(_OPEN_ENVS)])
+
+
+def _close_open_envs() -> None:
+    for env in list(_OPEN_ENVS):
+        env.close()
+
+
+def _new_renderer(env: "TabletopEnv", depth: bool) -> mujoco.Renderer:
+    """A renderer whose GL context is released at exit before MuJoCo terminates EGL.
+
+    MuJoCo registers its EGL teardown when the first context is created, and exit hooks run
+    last-registered first, so the hook that closes our renderers is registered after that.
+    """
+    renderer = mujoco.Renderer(env.model, env.height, env.width)
+    if depth:
+        renderer.enable_depth_rendering()
+    if not _OPEN_ENVS:
+        atexit.unregister(_close_open_envs)
+        atexit.register(_close_open_envs)
+    _OPEN_ENVS.add(env)
+    return renderer
 
 
 class TabletopEnv(gym.Env):
@@ -136,6 +155,7 @@ class TabletopEnv(gym.Env):
             if renderer is not None:
                 renderer.close()
         self._renderer = self._depth_renderer = None
+        _OPEN_ENVS.discard(self)
 
     # ------------------------------------------------------------- task state
     def ee_position(self) -> np.ndarray:
@@ -165,16 +185,13 @@ class TabletopEnv(gym.Env):
     # -------------------------------------------------------------- rendering
     def render_camera(self, camera: str) -> np.ndarray:
         if self._renderer is None:
-            self._renderer = mujoco.Renderer(self.model, self.height, self.width)
-            _OPEN_ENVS.add(self)
+            self._renderer = _new_renderer(self, depth=False)
         self._renderer.update_scene(self.data, camera=camera)
         return self._renderer.render()
 
     def render_depth(self, camera: str) -> np.ndarray:
         if self._depth_renderer is None:
-            self._depth_renderer = mujoco.Renderer(self.model, self.height, self.width)
-            self._depth_renderer.enable_depth_rendering()
-            _OPEN_ENVS.add(self)
+            self._depth_renderer = _new_renderer(self, depth=True)
         self._depth_renderer.update_scene(self.data, camera=camera)
         return self._depth_renderer.render().astype(np.float32)
 
