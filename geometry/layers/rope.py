@@ -37,9 +37,10 @@ class RotaryPositionEmbedding2D(nn.Module):
         self.frequency = frequency
 
     def _cos_sin(self, positions: torch.Tensor, dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        exponents = torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim
+        work = torch.promote_types(dtype, torch.float32)  # angles in at least float32
+        exponents = torch.arange(0, dim, 2, device=positions.device, dtype=work) / dim
         inv_freq = self.frequency ** (-exponents)
-        angles = positions.to(torch.float32).unsqueeze(-1) * inv_freq  # [B, N, dim/2]
+        angles = positions.to(work).unsqueeze(-1) * inv_freq  # [B, N, dim/2]
         angles = torch.cat([angles, angles], dim=-1).unsqueeze(1)  # [B, 1, N, dim]
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
