@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import atexit
-import weakref
 from typing import Any
 
 import gymnasium as gym
@@ -12,6 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from envs.tabletop.cameras import camera_extrinsics, camera_intrinsics
+from envs.tabletop.rendering import make_renderer, release_renderers
 from envs.tabletop.scene import CAMERAS, SceneObject, apply_layout, load_model, sample_layout
 
 TASKS = ("reach", "pick")
@@ -26,30 +25,6 @@ EE_OFFSET = np.array([0.0, 0.0, 0.215])  # end-effector site minus the hand join
 GRIPPER_CLOSED = 0.035  # finger travel (metres) when fully closed
 REACH_TOLERANCE = 0.03
 LIFT_HEIGHT = 0.08  # object centre height (metres above the table) that counts as lifted
-
-
-_OPEN_ENVS: "weakref.WeakSet[TabletopEnv]" = weakref.WeakSet()
-
-
-def _close_open_envs() -> None:
-    for env in list(_OPEN_ENVS):
-        env.close()
-
-
-def _new_renderer(env: "TabletopEnv", depth: bool) -> mujoco.Renderer:
-    """A renderer whose GL context is released at exit before MuJoCo terminates EGL.
-
-    MuJoCo registers its EGL teardown when the first context is created, and exit hooks run
-    last-registered first, so the hook that closes our renderers is registered after that.
-    """
-    renderer = mujoco.Renderer(env.model, env.height, env.width)
-    if depth:
-        renderer.enable_depth_rendering()
-    if not _OPEN_ENVS:
-        atexit.unregister(_close_open_envs)
-        atexit.register(_close_open_envs)
-    _OPEN_ENVS.add(env)
-    return renderer
 
 
 class TabletopEnv(gym.Env):
@@ -151,11 +126,8 @@ class TabletopEnv(gym.Env):
         return np.concatenate([self.render_camera(c) for c in self.cameras], axis=1)
 
     def close(self) -> None:
-        for renderer in (self._renderer, self._depth_renderer):
-            if renderer is not None:
-                renderer.close()
+        release_renderers(self, self._renderer, self._depth_renderer)
         self._renderer = self._depth_renderer = None
-        _OPEN_ENVS.discard(self)
 
     # ------------------------------------------------------------- task state
     def ee_position(self) -> np.ndarray:
@@ -185,13 +157,13 @@ class TabletopEnv(gym.Env):
     # -------------------------------------------------------------- rendering
     def render_camera(self, camera: str) -> np.ndarray:
         if self._renderer is None:
-            self._renderer = _new_renderer(self, depth=False)
+            self._renderer = make_renderer(self, self.model, self.height, self.width, depth=False)
         self._renderer.update_scene(self.data, camera=camera)
         return self._renderer.render()
 
     def render_depth(self, camera: str) -> np.ndarray:
         if self._depth_renderer is None:
-            self._depth_renderer = _new_renderer(self, depth=True)
+            self._depth_renderer = make_renderer(self, self.model, self.height, self.width, depth=True)
         self._depth_renderer.update_scene(self.data, camera=camera)
         return self._depth_renderer.render().astype(np.float32)
 
