@@ -56,3 +56,22 @@ def test_lora_on_vit_linears_wraps_starts_exact_and_trains():
     base_layer_weights = {n.replace(".base_layer", ""): p for n, p in model.get_base_model().named_parameters()}
     for name, before in frozen_before.items():
         assert torch.equal(base_layer_weights[name], before), f"{name} changed although it is frozen"
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    images, language = _batch()
+    grads, mlp_calls = [], []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        backbone = FiLMDualBackbone(backbone_config("tiny", gradient_checkpointing=recompute)).train()
+        calls = []
+        backbone.dinov2.vit.blocks[1].mlp.register_forward_hook(lambda *_: calls.append(1))
+        out = backbone(images, language)
+        torch.manual_seed(1)
+        (out.tokens * torch.randn_like(out.tokens)).sum().backward()
+        grads.append({n: p.grad for n, p in backbone.named_parameters()})
+        mlp_calls.append(len(calls))
+    assert mlp_calls == [1, 2], "with checkpointing the block must be recomputed in the backward pass"
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-6, msg=name)

@@ -38,7 +38,12 @@ class FiLMDualBackbone(nn.Module):
     def __init__(self, config: BackboneConfig) -> None:
         super().__init__()
         self.config = config
-        encoder_args = dict(image_size=config.image_size, lang_dim=config.llm_dim, num_agg_tokens=config.num_agg_tokens)
+        encoder_args = dict(
+            image_size=config.image_size,
+            lang_dim=config.llm_dim,
+            num_agg_tokens=config.num_agg_tokens,
+            gradient_checkpointing=config.gradient_checkpointing,
+        )
         self.siglip = build_encoder(config.siglip, **encoder_args)
         self.dinov2 = build_encoder(config.dinov2, **encoder_args)
         self.siglip_projector = StreamProjector(self.siglip.dim, config.llm_dim)

@@ -74,6 +74,8 @@ class BackboneConfig:
             width, FiLM maps it to each ViT's width, projectors map the ViTs to it.
         router: "moe" weights the two projected streams with `softmax(MLP(language))`; "add" sums
             them.
+        gradient_checkpointing: recompute each ViT block in the backward pass instead of storing
+            its activations (training only; same gradients, less memory, ~1/3 more compute).
     """
 
     siglip: EncoderConfig
@@ -82,6 +84,7 @@ class BackboneConfig:
     num_agg_tokens: int = 64
     llm_dim: int = 4096
     router: str = "moe"
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         for name in ("image_size", "num_agg_tokens", "llm_dim"):

@@ -6,6 +6,7 @@ import timm
 import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from vla.backbone.aggregation import AggregationTokens
 from vla.backbone.config import EncoderConfig
@@ -49,6 +50,7 @@ class FiLMViTEncoder(nn.Module):
         num_agg_tokens: int,
         mean: tuple[float, float, float],
         std: tuple[float, float, float],
+        gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         depth = len(vit.blocks)
@@ -60,6 +62,7 @@ class FiLMViTEncoder(nn.Module):
         vit.prune_intermediate_layers(indices=[depth - 2], prune_norm=True, prune_head=True)
         self.vit = vit
         self.dim = vit.embed_dim
+        self.gradient_checkpointing = gradient_checkpointing
         self.films = nn.ModuleList(FiLM(lang_dim, self.dim) for _ in vit.blocks)
         self.aggregation = AggregationTokens(num_agg_tokens, self.dim)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
@@ -82,9 +85,13 @@ class FiLMViTEncoder(nn.Module):
 
     def hidden_states(self, tokens: torch.Tensor, language: torch.Tensor) -> list[torch.Tensor]:
         """tokens: [N, T, D], language: [N, D_lang] → output of each kept block, each [N, T, D]."""
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         states = []
         for block, film in zip(self.vit.blocks, self.films):
-            tokens = film_block_forward(block, film, tokens, language)
+            if recompute:
+                tokens = checkpoint(film_block_forward, block, film, tokens, language, use_reentrant=False)
+            else:
+                tokens = film_block_forward(block, film, tokens, language)
             states.append(tokens)
         return states
 
@@ -94,6 +101,9 @@ class FiLMViTEncoder(nn.Module):
         return self.aggregation.take(self.hidden_states(tokens, language)[-1])
 
 
-def build_encoder(config: EncoderConfig, image_size: int, lang_dim: int, num_agg_tokens: int) -> FiLMViTEncoder:
+def build_encoder(
+    config: EncoderConfig, image_size: int, lang_dim: int, num_agg_tokens: int, gradient_checkpointing: bool = False
+) -> FiLMViTEncoder:
     """`build_vit` wrapped as a FiLM encoder stream."""
-    return FiLMViTEncoder(build_vit(config, image_size), lang_dim, num_agg_tokens, config.mean, config.std)
+    vit = build_vit(config, image_size)
+    return FiLMViTEncoder(vit, lang_dim, num_agg_tokens, config.mean, config.std, gradient_checkpointing)
