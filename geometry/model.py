@@ -7,7 +7,7 @@ from torch import nn
 
 from geometry.aggregator import Aggregator, AggregatorOutput
 from geometry.config import GeometryConfig
-from geometry.heads import CameraHead, DPTHead
+from geometry.heads import CameraHead, DPTHead, TrackHead
 
 
 class GeometryModel(nn.Module):
@@ -31,14 +31,26 @@ class GeometryModel(nn.Module):
                    layers=c.dpt_layers, chunk_size=c.frames_chunk_size)
         self.depth_head = DPTHead(output_dim=2, activation="exp", **dpt)
         self.point_head = DPTHead(output_dim=4, activation="inv_log", **dpt)
+        self.track_head = TrackHead(dim_in, c.patch_size, c.track_features, c.dpt_out_channels, c.dpt_layers,
+                                    c.track_levels, c.track_radius, c.track_hidden, c.track_depth, c.track_virtual,
+                                    c.track_iterations, c.frames_chunk_size) if c.track_head else None
 
     def forward(self, images: torch.Tensor, intrinsics: torch.Tensor | None = None,
-                extrinsics: torch.Tensor | None = None, static_cameras: bool | None = None) -> dict[str, torch.Tensor]:
+                extrinsics: torch.Tensor | None = None, static_cameras: bool | None = None,
+                query_points: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         agg = self.aggregator(images, intrinsics, extrinsics)
-        return self.heads(agg, static_cameras)
+        out = self.heads(agg, static_cameras)
+        if query_points is not None:
+            if self.track_head is None:
+                raise ValueError("query_points given but the model was built with track_head=False")
+            tracks, vis, conf = self.track_head(agg, query_points)
+            out.update(track=tracks[-1], track_list=tracks, vis=vis, track_conf=conf)
+        return out
 
     def heads(self, agg: AggregatorOutput, static_cameras: bool | None = None) -> dict[str, torch.Tensor]:
-        """Run the heads on an aggregator output (legacy input never uses static cameras)."""
+        """Run the camera and dense heads on an aggregator output (legacy input never uses static
+        cameras). Tracks `[B, S, N, 2]` with visibility/confidence `[B, S, N]` come from `forward`
+        when `query_points` `[B, N, 2]` (pixels in frame 0) are given."""
         static = (self.config.static_cameras if static_cameras is None else static_cameras) and not agg.legacy
         B = agg.layers[max(agg.layers)].shape[0]
         T, V = agg.num_times, agg.num_views

@@ -2,5 +2,6 @@
 
 from geometry.heads.camera import CameraHead
 from geometry.heads.dpt import DPTHead
+from geometry.heads.track import TrackHead
 
-__all__ = ["CameraHead", "DPTHead"]
+__all__ = ["CameraHead", "DPTHead", "TrackHead"]
