@@ -135,11 +135,11 @@ def test_language_changes_tokens_and_same_language_repeats():
 
 def test_each_sample_uses_its_own_language_vector():
     backbone = _backbone_with_film()
-    image = torch.rand(1, 3, 64, 64)
+    images = {"front": torch.rand(1, 3, 64, 64), "wrist": torch.rand(1, 3, 64, 64)}
     language = torch.randn(2, CFG.llm_dim)
     with torch.no_grad():
-        batched = backbone({"front": image.expand(2, -1, -1, -1)}, language).tokens
-        single = [backbone({"front": image}, language[i : i + 1]).tokens for i in range(2)]
+        batched = backbone({name: image.expand(2, -1, -1, -1) for name, image in images.items()}, language).tokens
+        single = [backbone(images, language[i : i + 1]).tokens for i in range(2)]
     torch.testing.assert_close(batched[0:1], single[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(batched[1:2], single[1], rtol=1e-5, atol=1e-5)
     assert (batched[0] - batched[1]).abs().max() > 1e-3

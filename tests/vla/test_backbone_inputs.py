@@ -109,5 +109,7 @@ def test_bad_stacked_input_and_integer_images_raise_value_error():
         backbone.forward_stacked(torch.rand(2, 6, 32, 32), language)
     with pytest.raises(ValueError, match=r"camera_mask must be \[B, V\] = \[2, 1\]"):
         backbone.forward_stacked(torch.rand(2, 6, 64, 64), language, torch.ones(2, 2, dtype=torch.bool))
+    with pytest.raises(ValueError, match="pixel_values must be a float tensor"):
+        backbone.forward_stacked(torch.zeros(2, 6, 64, 64, dtype=torch.uint8), language)
     with pytest.raises(ValueError, match="float"):
         backbone({"front": torch.zeros(2, 3, 64, 64, dtype=torch.uint8)}, language)

@@ -1,4 +1,4 @@
-"""Gradients reach every part of the backbone; peft LoRA on the ViT linears wraps and trains."""
+"""Gradients reach every part of the backbone; peft LoRA on the ViT linears wraps, trains and merges."""
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -56,6 +56,11 @@ def test_lora_on_vit_linears_wraps_starts_exact_and_trains():
     base_layer_weights = {n.replace(".base_layer", ""): p for n, p in model.get_base_model().named_parameters()}
     for name, before in frozen_before.items():
         assert torch.equal(base_layer_weights[name], before), f"{name} changed although it is frozen"
+
+    merged = model.merge_and_unload()
+    assert not any("lora_" in n for n, _ in merged.named_parameters())
+    with torch.no_grad():
+        torch.testing.assert_close(merged(images, language).tokens, trained_tokens, rtol=1e-4, atol=1e-5)
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():

@@ -38,6 +38,8 @@ def split_stacked(pixel_values: torch.Tensor, image_size: int) -> tuple[torch.Te
         raise ValueError(f"pixel_values must be [B, 6*V, H, W] with V >= 1, got shape {tuple(pixel_values.shape)}")
     if pixel_values.shape[2:] != (image_size, image_size):
         raise ValueError(f"pixel_values must be {image_size}x{image_size} pixels, got shape {tuple(pixel_values.shape)}")
+    if not pixel_values.is_floating_point():
+        raise ValueError(f"pixel_values must be a float tensor, got dtype {pixel_values.dtype}")
     b, c, h, w = pixel_values.shape
     cameras = pixel_values.reshape(b, c // STACKED_CHANNELS_PER_CAMERA, 2, 3, h, w)
     return cameras[:, :, 0], cameras[:, :, 1]
