@@ -28,11 +28,12 @@ def prefix_attention_mask(valid: Tensor, causal: bool = True) -> Tensor:
         1 1 0 1
     """
     length = valid.shape[1]
-    keys = valid[:, None, :].expand(-1, length, -1)
+    valid = valid.bool()
+    allowed = valid[:, :, None] & valid[:, None, :]
     if causal:
-        keys = keys & torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
+        allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
     eye = torch.eye(length, dtype=torch.bool, device=valid.device)
-    return (keys | eye)[:, None]
+    return (allowed | eye)[:, None]
 
 
 def suffix_attention_mask(valid: Tensor, suffix_len: int) -> Tensor:
