@@ -11,6 +11,8 @@ Typical use by a policy::
 ``forward`` does both steps at once and, without actions, returns LM logits.
 """
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
@@ -220,7 +222,7 @@ class DeepFusionActionModel(nn.Module):
         state = self._prepare_state(state, batch)
         noise = self._prepare_noise(noise, batch, generator)
         if use_cache:
-            velocity = self._cached_velocity(prefix, state)
+            velocity = self.cached_velocity(prefix, state)
         else:
             def velocity(x: Tensor, t: Tensor) -> Tensor:
                 return self._joint_velocity(prefix, state, x, t)
@@ -256,25 +258,32 @@ class DeepFusionActionModel(nn.Module):
             [prefix_position_ids(prefix.valid), suffix_position_ids(prefix.valid, self.suffix_len)], dim=1
         )
         _, suffix_out = self.fusion(prefix.embeds, suffix, mask, positions)
-        return self.action_out_proj(suffix_out[:, -self.config.action_horizon:]).float()
+        return self._action_velocity(suffix_out)
 
-    def _cached_velocity(self, prefix: Prefix, state: Tensor | None):
-        """Build the prefix cache; return ``v(x_t, t)`` that runs only the expert."""
+    def cached_velocity(self, prefix: Prefix, state: Tensor | None) -> Callable[[Tensor, Tensor], Tensor]:
+        """Run the prefix once into the cache; return ``v(x_t [B, H, A_max], t [B])`` running only the expert.
+
+        ``state``: ``[B, state_dim]`` when the config has a state token, else None. Call it under
+        ``torch.no_grad()``: the cache is filled in place.
+        """
+        state = self._prepare_state(state, prefix.embeds.shape[0])
         cache = self.fusion.build_prefix_cache(
             prefix.embeds,
             prefix_attention_mask(prefix.valid, self.config.prefix_causal),
             prefix_position_ids(prefix.valid),
-            self.suffix_len,
+            suffix_attention_mask(prefix.valid, self.suffix_len),
+            suffix_position_ids(prefix.valid, self.suffix_len),
         )
-        mask = suffix_attention_mask(prefix.valid, self.suffix_len)
-        positions = suffix_position_ids(prefix.valid, self.suffix_len)
 
         def velocity(noisy: Tensor, time: Tensor) -> Tensor:
             suffix = self.embed_suffix(state, noisy, time)
-            out = self.fusion.forward_suffix(suffix, cache, mask, positions)
-            return self.action_out_proj(out[:, -self.config.action_horizon:]).float()
+            return self._action_velocity(self.fusion.forward_suffix(suffix, cache))
 
         return velocity
+
+    def _action_velocity(self, suffix_out: Tensor) -> Tensor:
+        """Expert output ``[B, S, De]`` -> velocity of the action tokens ``[B, H, A_max]`` (float32)."""
+        return self.action_out_proj(suffix_out[:, -self.config.action_horizon:]).float()
 
     def _check_actions(self, actions: Tensor, batch: int) -> Tensor:
         horizon = self.config.action_horizon

@@ -64,17 +64,21 @@ class ExpertDecoder(nn.Module):
 
 @dataclass
 class PrefixCache:
-    """Per-layer prefix keys/values, rotary already applied.
+    """Per-layer prefix keys/values (rotary applied) and the fixed suffix inputs of every step.
 
     ``keys[i]`` and ``values[i]`` are ``[B, H_kv, L + S, head_dim]`` buffers: slots ``[:L]`` hold
     the prefix, written once by :meth:`DeepFusionDecoder.build_prefix_cache`; slots ``[L:]`` are
     scratch that each denoising step overwrites with its suffix keys/values. So no step copies
-    or changes the prefix entries, and attention reads one contiguous buffer.
+    or changes the prefix entries, and attention reads one contiguous buffer. The suffix's
+    rotary tables ``[B, S, head_dim]`` and folded mask ``[B, 1, G * S, L + S]`` are the same at
+    every step, so they are computed here once.
     """
 
     keys: list[Tensor]
     values: list[Tensor]
     prefix_len: int
+    suffix_rotary: tuple[Tensor, Tensor]
+    suffix_mask: Tensor
 
     @property
     def suffix_len(self) -> int:
@@ -148,62 +152,71 @@ class DeepFusionDecoder(nn.Module):
         active = [(decoder, h) for decoder, h in streams if h is not None and h.shape[1] > 0]
         if not active:
             raise ValueError("deep fusion needs a non-empty prefix or suffix")
-        outputs = iter(self._run(active, mask, position_ids, cache=None))
+        rotary = self.rotary(active[0][1], position_ids)
+        outputs = iter(self._run(active, rotary, fold_mask_for_groups(mask, self.groups), cache=None))
         prefix_out, suffix_out = (
             decoder.norm(next(outputs)) if h is not None and h.shape[1] > 0 else h
             for decoder, h in streams
         )
         return prefix_out, suffix_out
 
-    def build_prefix_cache(self, prefix: Tensor, mask: Tensor, position_ids: Tensor,
-                           suffix_len: int) -> PrefixCache:
+    def rotary(self, like: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """The LLM's rotary ``(cos, sin)``, each ``[B, N, head_dim]`` in ``like``'s dtype."""
+        return self.llm.rotary_emb(like, position_ids)
+
+    def build_prefix_cache(self, prefix: Tensor, prefix_mask: Tensor, prefix_position_ids: Tensor,
+                           suffix_mask: Tensor, suffix_position_ids: Tensor) -> PrefixCache:
         """Run the LLM on the prefix once and keep every layer's keys/values.
 
         Args:
             prefix: ``[B, L, D]``.
-            mask: ``[B, 1, L, L]`` bool (:func:`vla.masks.prefix_attention_mask`).
-            position_ids: ``[B, L]``.
-            suffix_len: ``S``, room reserved after the prefix.
+            prefix_mask: ``[B, 1, L, L]`` bool (:func:`vla.masks.prefix_attention_mask`).
+            prefix_position_ids: ``[B, L]``.
+            suffix_mask: ``[B, 1, S, L + S]`` bool (:func:`vla.masks.suffix_attention_mask`).
+            suffix_position_ids: ``[B, S]`` (:func:`vla.masks.suffix_position_ids`).
         """
         batch, length, _ = prefix.shape
+        suffix_len = suffix_position_ids.shape[1]
+        if suffix_mask.shape[-2:] != (suffix_len, length + suffix_len):
+            raise ValueError(
+                f"suffix_mask must end in ({suffix_len}, {length + suffix_len}), got {tuple(suffix_mask.shape)}"
+            )
         shape = (batch, self.num_kv_heads, length + suffix_len, self.head_dim)
         cache = PrefixCache(
             keys=[prefix.new_empty(shape) for _ in range(self.num_layers)],
             values=[prefix.new_empty(shape) for _ in range(self.num_layers)],
             prefix_len=length,
+            suffix_rotary=self.rotary(prefix, suffix_position_ids),
+            suffix_mask=fold_mask_for_groups(suffix_mask, self.groups),
         )
-        self._run([(self.llm, prefix)], mask, position_ids, cache=cache)
+        rotary = self.rotary(prefix, prefix_position_ids)
+        self._run([(self.llm, prefix)], rotary, fold_mask_for_groups(prefix_mask, self.groups), cache)
         return cache
 
-    def forward_suffix(self, suffix: Tensor, cache: PrefixCache, mask: Tensor,
-                       position_ids: Tensor) -> Tensor:
+    def forward_suffix(self, suffix: Tensor, cache: PrefixCache) -> Tensor:
         """Expert-only forward of the suffix against the cached prefix.
 
         Args:
             suffix: ``[B, S, De]``.
             cache: from :meth:`build_prefix_cache` with the same ``S``.
-            mask: ``[B, 1, S, L + S]`` bool (:func:`vla.masks.suffix_attention_mask`).
-            position_ids: ``[B, S]`` (:func:`vla.masks.suffix_position_ids`).
 
         Returns:
             ``[B, S, De]`` after the expert's final norm.
         """
         if suffix.shape[1] != cache.suffix_len:
             raise ValueError(f"suffix has {suffix.shape[1]} tokens, the cache was built for {cache.suffix_len}")
-        (hidden,) = self._run([(self.expert, suffix)], mask, position_ids, cache=cache)
+        (hidden,) = self._run([(self.expert, suffix)], cache.suffix_rotary, cache.suffix_mask, cache)
         return self.expert.norm(hidden)
 
-    def _run(self, active: list[tuple[nn.Module, Tensor]], mask: Tensor, position_ids: Tensor,
-             cache: PrefixCache | None) -> list[Tensor]:
-        """All layers over the active streams.
+    def _run(self, active: list[tuple[nn.Module, Tensor]], rotary: tuple[Tensor, Tensor],
+             mask: Tensor, cache: PrefixCache | None) -> list[Tensor]:
+        """All layers over the active streams; ``mask`` already folded for grouped queries.
 
         ``cache`` with an LLM-only stream fills the prefix slots; with an expert-only stream it
         writes the suffix slots and attends over the whole buffer.
         """
         lengths = [h.shape[1] for _, h in active]
-        cos, sin = self.llm.rotary_emb(active[0][1], position_ids)
-        rotary = list(zip(cos.split(lengths, dim=1), sin.split(lengths, dim=1)))
-        mask = fold_mask_for_groups(mask, self.groups)
+        rotary = list(zip(rotary[0].split(lengths, dim=1), rotary[1].split(lengths, dim=1)))
         filling = cache is not None and active[0][0] is self.llm
         hiddens = [h for _, h in active]
         for index in range(self.num_layers):

@@ -109,22 +109,25 @@ def test_causal_prefix_later_token_never_changes_earlier():
     assert (bidir_changed[:, :4] - bidir_out[:, :4]).abs().max() > 1e-3, "bidirectional sees later tokens"
 
 
+def _cache(fusion, prefix, valid, causal=True, suffix_len=SUFFIX):
+    return fusion.build_prefix_cache(
+        prefix, prefix_attention_mask(valid, causal), prefix_position_ids(valid),
+        suffix_attention_mask(valid, suffix_len), suffix_position_ids(valid, suffix_len),
+    )
+
+
 @pytest.mark.parametrize("causal", [True, False])
 def test_cached_suffix_pass_equals_joint_pass_and_leaves_cache_untouched(causal):
     fusion = _fusion()
     prefix, suffix, valid = _inputs()
     with torch.no_grad():
-        cache = fusion.build_prefix_cache(
-            prefix, prefix_attention_mask(valid, causal), prefix_position_ids(valid), SUFFIX
-        )
+        cache = _cache(fusion, prefix, valid, causal)
         length = cache.prefix_len
         snapshot = [(k[:, :, :length].clone(), v[:, :, :length].clone()) for k, v in zip(cache.keys, cache.values)]
         pointers = [k.data_ptr() for k in cache.keys]
         for step in range(3):
             step_suffix = suffix + step * torch.randn_like(suffix)
-            cached = fusion.forward_suffix(
-                step_suffix, cache, suffix_attention_mask(valid, SUFFIX), suffix_position_ids(valid, SUFFIX)
-            )
+            cached = fusion.forward_suffix(step_suffix, cache)
             _, joint = _joint(fusion, prefix, step_suffix, valid, causal)
             torch.testing.assert_close(cached, joint, atol=1e-5, rtol=1e-5)
     assert [k.data_ptr() for k in cache.keys] == pointers
@@ -136,6 +139,9 @@ def test_cache_rejects_a_suffix_of_another_length():
     fusion = _fusion()
     prefix, suffix, valid = _inputs()
     with torch.no_grad():
-        cache = fusion.build_prefix_cache(prefix, prefix_attention_mask(valid), prefix_position_ids(valid), SUFFIX)
+        cache = _cache(fusion, prefix, valid)
         with pytest.raises(ValueError, match="suffix has 3 tokens"):
-            fusion.forward_suffix(suffix[:, :3], cache, suffix_attention_mask(valid, 3), suffix_position_ids(valid, 3))
+            fusion.forward_suffix(suffix[:, :3], cache)
+        with pytest.raises(ValueError, match="suffix_mask must end in"):
+            fusion.build_prefix_cache(prefix, prefix_attention_mask(valid), prefix_position_ids(valid),
+                                      suffix_attention_mask(valid[:, :4], SUFFIX), suffix_position_ids(valid, SUFFIX))
