@@ -108,8 +108,9 @@ class DeepFusionActionModel(nn.Module):
                 f"and {tuple(attention_mask.shape)}"
             )
         vocab = self.fusion.llm.get_input_embeddings().num_embeddings
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab):
-            raise ValueError(f"input_ids must lie in [0, {vocab}), got [{int(input_ids.min())}, {int(input_ids.max())}]")
+        low, high = (int(input_ids.min()), int(input_ids.max())) if input_ids.numel() else (0, 0)
+        if low < 0 or high >= vocab:
+            raise ValueError(f"input_ids must lie in [0, {vocab}), got [{low}, {high}]")
         _check_finite("visual_tokens", visual_tokens)
         _check_finite("spatial_tokens", spatial_tokens)
         if spatial_tokens is not None and not bool((input_ids == self.spatial_token_id).any()):
@@ -298,7 +299,9 @@ class DeepFusionActionModel(nn.Module):
                 raise ValueError("state was given but the config has no state token (max_state_dim=None)")
             return None
         if state is None:
-            raise ValueError(f"state is required: the config has a state token (max_state_dim={self.config.max_state_dim})")
+            raise ValueError(
+                f"state is required: the config has a state token (max_state_dim={self.config.max_state_dim})"
+            )
         if state.dim() != 2 or state.shape[0] != batch:
             raise ValueError(f"state must be [B={batch}, state_dim], got {tuple(state.shape)}")
         _check_finite("state", state)

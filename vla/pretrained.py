@@ -51,7 +51,7 @@ def build_language_model(
     """
     if config.llm_path is not None:
         return load_language_model(config.llm_path)
-    tokenizer = tokenizer if tokenizer is not None else ByteTokenizer()
+    tokenizer = ensure_prompt_tokens(tokenizer) if tokenizer is not None else ByteTokenizer()
     vocab_size = config.vocab_size or len(tokenizer)
     if vocab_size < len(tokenizer):
         raise ValueError(f"vocab_size {vocab_size} is smaller than the tokenizer ({len(tokenizer)} tokens)")
@@ -64,9 +64,12 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     config_file = Path(path) / "tokenizer_config.json"
     saved_class = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.exists() else None
     if saved_class == ByteTokenizer.__name__:
-        tokenizer = ByteTokenizer.from_pretrained(path)
-    else:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        return ByteTokenizer.from_pretrained(path)
+    return ensure_prompt_tokens(AutoTokenizer.from_pretrained(path, local_files_only=True))
+
+
+def ensure_prompt_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizerBase:
+    """Add ``<image>``, ``<spatial>`` (special) and a pad token to ``tokenizer`` where missing."""
     missing = [t for t in (IMAGE_TOKEN, SPATIAL_TOKEN) if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens(

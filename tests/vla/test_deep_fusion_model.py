@@ -8,7 +8,6 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from vla.action_model import DeepFusionActionModel
 from vla.config import LoRASettings, deep_fusion_preset
 from vla.lora import set_lora_merged
-from vla.pretrained import build_language_model
 from vla.tokenizer import ByteTokenizer
 
 HORIZON = 3
@@ -16,7 +15,8 @@ HORIZON = 3
 
 def _model(**overrides) -> DeepFusionActionModel:
     torch.manual_seed(0)
-    config = deep_fusion_preset("tiny", **{"action_horizon": HORIZON, "max_action_dim": 4, "max_state_dim": 5, **overrides})
+    fields = {"action_horizon": HORIZON, "max_action_dim": 4, "max_state_dim": 5, **overrides}
+    config = deep_fusion_preset("tiny", **fields)
     model = DeepFusionActionModel(config).eval()
     with torch.no_grad():  # move every weight off its init so that no path is trivially zero
         for param in model.parameters():
@@ -147,13 +147,20 @@ def test_lora_targets_only_the_chosen_parts():
     assert model.fusion.llm.layers[0].self_attn.q_proj.weight.requires_grad
 
 
-def _save_tiny_llama(directory, vocab_words):
-    vocab = {word: i for i, word in enumerate(vocab_words)}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+WORDS = ["<unk>", "<s>", "</s>", "pick", "the", "cube"]
+
+
+def _word_tokenizer() -> PreTrainedTokenizerFast:
+    """A word-level fast tokenizer without pad, <image> or <spatial> tokens."""
+    backend = Tokenizer(models.WordLevel(vocab={word: i for i, word in enumerate(WORDS)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+
+
+def _save_tiny_llama(directory):
+    tokenizer = _word_tokenizer()
     torch.manual_seed(5)
-    config = LlamaConfig(vocab_size=len(vocab), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+    config = LlamaConfig(vocab_size=len(WORDS), hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, head_dim=16)
     llm = LlamaForCausalLM(config)
     llm.save_pretrained(directory)
@@ -162,8 +169,8 @@ def _save_tiny_llama(directory, vocab_words):
 
 
 def test_from_pretrained_local_dir_keeps_weights_and_adds_special_tokens(tmp_path):
-    words = ["<unk>", "<s>", "</s>", "pick", "the", "cube"]
-    saved, _ = _save_tiny_llama(tmp_path, words)
+    words = WORDS
+    saved, _ = _save_tiny_llama(tmp_path)
     config = deep_fusion_preset("tiny", llm_path=str(tmp_path), expert_width=32, expert_intermediate_size=48,
                                 action_horizon=HORIZON, max_action_dim=4, max_state_dim=None)
     model = DeepFusionActionModel(config).eval()
@@ -187,10 +194,18 @@ def test_from_pretrained_local_dir_keeps_weights_and_adds_special_tokens(tmp_pat
                                model.sample_actions(prefix, noise=noise, use_cache=False), atol=1e-5, rtol=1e-5)
 
 
+def test_model_from_config_with_a_given_tokenizer_gains_the_prompt_tokens():
+    model = DeepFusionActionModel(deep_fusion_preset("tiny"), tokenizer=_word_tokenizer())
+    ids = {model.image_token_id, model.spatial_token_id, model.tokenizer.pad_token_id}
+    assert len(ids) == 3 and min(ids) >= len(WORDS)
+    assert model.fusion.llm.get_input_embeddings().num_embeddings == len(WORDS) + 3
+    enc = model.tokenizer(["<image> pick the cube"], return_tensors="pt")
+    assert enc["input_ids"][0].tolist() == [model.image_token_id, 3, 4, 5]
+
+
 def test_byte_tokenizer_model_round_trips_through_a_local_dir(tmp_path):
     built = _model()
-    llm, lm_head, tokenizer = build_language_model(deep_fusion_preset("tiny"))
-    causal_lm = LlamaForCausalLM(llm.config)
+    causal_lm = LlamaForCausalLM(built.fusion.llm.config)
     causal_lm.model, causal_lm.lm_head = built.fusion.llm, built.lm_head
     causal_lm.save_pretrained(tmp_path)
     built.tokenizer.save_pretrained(tmp_path)
