@@ -37,6 +37,7 @@ class GeometryConfig:
         dpt_features / dpt_out_channels: DPT fusion width and per-layer projection widths.
         camera_trunk_depth / camera_iterations / camera_view_hidden: CameraHead sizes.
         static_cameras: one pose per view (True, [B,V,9]) or per frame (False, [B,T,V,9]).
+        point_head / track_head: build these heads (VGGT's enable_point / enable_track).
         track_*: TrackHead sizes (VGGT: 128 latent, 7 levels, radius 4, 384 hidden, 6 blocks).
         frames_chunk_size: frames processed at once by the DPT heads (memory bound).
     """
@@ -69,6 +70,7 @@ class GeometryConfig:
     camera_iterations: int = 4
     camera_view_hidden: int = 512
     static_cameras: bool = True
+    point_head: bool = True
     track_head: bool = True
     track_features: int = 128
     track_levels: int = 7

@@ -127,8 +127,11 @@ def mask_loss(mask_logits: torch.Tensor, dynamic_mask: torch.Tensor, patch_size:
 
 
 def geometry_loss(outputs: dict, gt: dict, images: torch.Tensor | None = None, patch_size: int = 14,
-                  weights: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+                  weights: dict[str, float] | None = None, log_depth: bool = False) -> dict[str, torch.Tensor]:
     """Weighted sum of the available terms; returns every term and `total`.
+
+    `log_depth=True` applies the confidence and gradient terms to log depth, so that near cameras
+    (a wrist camera at a few centimetres) weigh as much as far ones in metric scenes.
 
     `gt` may hold `pose_enc` (shaped like the prediction), `depth` `[..., H, W]`,
     `world_points` `[..., H, W, 3]`, `valid` `[..., H, W]` bool, `intrinsics`/`extrinsics`
@@ -142,13 +145,16 @@ def geometry_loss(outputs: dict, gt: dict, images: torch.Tensor | None = None, p
         terms["camera"] = camera_loss(outputs["pose_enc_list"], gt["pose_enc"])
     if "depth" in gt:
         v = valid if valid is not None else gt["depth"] > 0
-        terms["depth"] = confidence_loss(outputs["depth"], gt["depth"], outputs["depth_conf"], v)
-        terms["gradient"] = gradient_loss(outputs["depth"], gt["depth"], v)
+        pred, target = outputs["depth"], gt["depth"]
+        if log_depth:
+            pred, target = torch.log(pred), torch.log(target.clamp_min(1e-6))
+        terms["depth"] = confidence_loss(pred, target, outputs["depth_conf"], v)
+        terms["gradient"] = gradient_loss(pred, target, v)
         if "intrinsics" in gt and outputs["depth"].dim() == 5:
             terms["reproj"] = reprojection_consistency_loss(outputs["depth"], gt["intrinsics"], gt["extrinsics"])
         if images is not None:
             terms["smooth"] = smoothness_loss(outputs["depth"], images)
-    if "world_points" in gt:
+    if "world_points" in gt and "world_points" in outputs:
         v = valid if valid is not None else gt["world_points"].norm(dim=-1) > 0
         terms["points"] = confidence_loss(outputs["world_points"], gt["world_points"], outputs["world_points_conf"], v)
     if "dynamic_mask" in gt and outputs.get("mask_logits") is not None:

@@ -30,7 +30,7 @@ class GeometryModel(nn.Module):
         dpt = dict(dim_in=dim_in, patch_size=c.patch_size, features=c.dpt_features, out_channels=c.dpt_out_channels,
                    layers=c.dpt_layers, chunk_size=c.frames_chunk_size)
         self.depth_head = DPTHead(output_dim=2, activation="exp", **dpt)
-        self.point_head = DPTHead(output_dim=4, activation="inv_log", **dpt)
+        self.point_head = DPTHead(output_dim=4, activation="inv_log", **dpt) if c.point_head else None
         self.track_head = TrackHead(dim_in, c.patch_size, c.track_features, c.dpt_out_channels, c.dpt_layers,
                                     c.track_levels, c.track_radius, c.track_hidden, c.track_depth, c.track_virtual,
                                     c.track_iterations, c.frames_chunk_size) if c.track_head else None
@@ -59,13 +59,15 @@ class GeometryModel(nn.Module):
         if agg.legacy:
             poses = [p.reshape(B, T, -1) for p in poses]
         depth, depth_conf = self.depth_head(agg)
-        points, points_conf = self.point_head(agg)
-        return {
+        out = {
             "pose_enc": poses[-1],
             "pose_enc_list": poses,
             "depth": depth.reshape(*frames, *depth.shape[2:4]),
             "depth_conf": depth_conf.reshape(*frames, *depth_conf.shape[2:]),
-            "world_points": points.reshape(*frames, *points.shape[2:]),
-            "world_points_conf": points_conf.reshape(*frames, *points_conf.shape[2:]),
             "mask_logits": agg.mask_logits,
         }
+        if self.point_head is not None:
+            points, points_conf = self.point_head(agg)
+            out["world_points"] = points.reshape(*frames, *points.shape[2:])
+            out["world_points_conf"] = points_conf.reshape(*frames, *points_conf.shape[2:])
+        return out
