@@ -42,7 +42,11 @@ def set_lora_merged(model: nn.Module, merged: bool) -> int:
     """Merge every LoRA adapter into its base weight, or undo the merge. Returns layers changed."""
     changed = 0
     for module in model.modules():
-        if isinstance(module, LoraLayer) and module.merged != merged:
-            module.merge() if merged else module.unmerge()
-            changed += 1
+        if not isinstance(module, LoraLayer) or module.merged == merged:
+            continue
+        if merged:
+            module.merge()
+        else:
+            module.unmerge()
+        changed += 1
     return changed
