@@ -52,7 +52,7 @@ def insert_placeholders(
     is_after = input_ids == after_id
     last_after = torch.where(is_after, positions, -1).amax(dim=1)
     first_valid = torch.where(attention_mask.bool(), positions, length).amin(dim=1)
-    insert_at = torch.where(last_after >= 0, last_after + 1, first_valid.clamp(max=length))[:, None]
+    insert_at = torch.where(last_after >= 0, last_after + 1, first_valid)[:, None]
 
     out_pos = torch.arange(length + count, device=input_ids.device).expand(batch, -1)
     inserted = (out_pos >= insert_at) & (out_pos < insert_at + count)
