@@ -39,11 +39,14 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--vggt-checkpoint", default=None, help="start from VGGT weights (local file)")
     parser.add_argument("--save", default=None, help="write the trained state dict here")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     env = gymnasium.make("geovla/Tabletop-v0", task=args.task, image_size=args.image_size, geometry=True)
     expert = envs.make_expert(env)
     train_frames = collect_frames(env, expert, range(args.train_episodes), args.episode_steps, args.every, args.cameras)
