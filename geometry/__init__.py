@@ -1,1 +1,8 @@
+"""4D multi-view geometry aggregator (patch path) with camera, depth, point and track heads."""
 
+from geometry.aggregator import Aggregator, AggregatorOutput
+from geometry.config import PRESETS, GeometryConfig, make_config
+from geometry.model import GeometryModel
+from geometry.pretrained import load_vggt_weights
+
+__all__ = ["PRESETS", "Aggregator", "AggregatorOutput", "GeometryConfig", "GeometryModel", "load_vggt_weights", "make_config"]
