@@ -9,7 +9,7 @@ from torch import nn
 
 from geometry.config import GeometryConfig
 from geometry.dynamics_mask import DynamicsMask
-from geometry.inputs import camera_param_features, validate_camera, validate_images
+from geometry.inputs import CAMERA_PARAM_DIM, camera_param_features, validate_camera, validate_images
 from geometry.layers import Block, RotaryPositionEmbedding2D, grid_positions
 from geometry.patch_embed import PatchEmbed
 from geometry.routing import layer_routing, route, stage_boundaries, unroute
@@ -67,7 +67,7 @@ class Aggregator(nn.Module):
         self.time_embed = nn.Embedding(c.max_time_steps, C)
         self.view_embed = nn.Embedding(c.max_views, C)
         self.camera_param_embed = nn.Sequential(
-            nn.Linear(c.camera_param_dim, c.camera_param_hidden), nn.GELU(), nn.Linear(c.camera_param_hidden, C)
+            nn.Linear(CAMERA_PARAM_DIM, c.camera_param_hidden), nn.GELU(), nn.Linear(c.camera_param_hidden, C)
         )
         for zero in (self.time_embed.weight, self.view_embed.weight, self.camera_param_embed[2].weight,
                      self.camera_param_embed[2].bias):

@@ -11,6 +11,9 @@ from dataclasses import dataclass, replace
 class GeometryConfig:
     """Sizes and switches of the aggregator (seed 000) and its heads.
 
+    The fields a user most often changes are `static_cameras` (False when a camera moves, e.g. a
+    wrist camera) and `img_size`.
+
     Args:
         img_size: square input side the patch embed is built for (pixels).
         patch_size: ViT patch side; H and W must be multiples of it.
@@ -31,8 +34,8 @@ class GeometryConfig:
             8/10/6 of 24 with `depth`.
         aa_order: attention kinds in each block; ("frame",) runs frame attention alone.
         dynamics_mask: predict the per-patch dynamic mask after stage 1 and bias global attention.
-        camera_param_dim: input size of the camera-parameter embedding (see
-            `geometry.embeddings.camera_param_features`).
+        camera_param_hidden: hidden width of the camera-parameter embedding, whose input is
+            `geometry.inputs.camera_param_features` (view id, intrinsics, extrinsics).
         dpt_layers: aggregator layers the DPT heads read (and the track head).
         dpt_features / dpt_out_channels: DPT fusion width and per-layer projection widths.
         camera_trunk_depth / camera_iterations / camera_view_hidden: CameraHead sizes.
@@ -61,7 +64,6 @@ class GeometryConfig:
     stage_boundaries: tuple[int, int] | None = None
     aa_order: tuple[str, ...] = ("frame", "global")
     dynamics_mask: bool = True
-    camera_param_dim: int = 19
     camera_param_hidden: int = 256
     dpt_layers: tuple[int, ...] = (4, 11, 17, 23)
     dpt_features: int = 256
@@ -95,6 +97,9 @@ class GeometryConfig:
             raise ValueError(f"aa_order={self.aa_order} must be a non-empty sequence of 'frame'/'global'")
         if len(self.dpt_layers) != 4 or max(self.dpt_layers) >= self.depth:
             raise ValueError(f"dpt_layers={self.dpt_layers} must be 4 layer indices below depth={self.depth}")
+        if self.track_features % 4 or self.track_hidden % 8:
+            raise ValueError(f"track_features={self.track_features} must be a multiple of 4 and "
+                             f"track_hidden={self.track_hidden} a multiple of 8 (attention heads)")
         if self.stage_boundaries is not None:
             s1, s2 = self.stage_boundaries
             if not 0 <= s1 <= s2 <= self.depth:
