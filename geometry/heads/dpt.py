@@ -10,6 +10,31 @@ from geometry.aggregator import AggregatorOutput
 from geometry.heads.activations import activate_head
 
 
+def uv_position_embedding(channels: int, h: int, w: int, aspect_ratio: float, omega_0: float = 100.0) -> torch.Tensor:
+    """Parameter-free sin-cos embedding `[channels, h, w]` of normalised image coordinates.
+
+    Coordinates span a box with unit diagonal and the image's aspect ratio: x in
+    `±(aspect/diag)·(w-1)/w`, y in `±(1/diag)·(h-1)/h`, diag = sqrt(aspect² + 1). The first half of
+    the channels embeds x, the second y, each as `[sin(p·f), cos(p·f)]` over channels/4
+    frequencies `omega_0 ** (-k / (channels/4))`. Example: a 1x1 grid gives zeros then ones
+    in each half.
+    """
+    diag = (aspect_ratio ** 2 + 1) ** 0.5
+    span_x, span_y = aspect_ratio / diag, 1 / diag
+    x = torch.linspace(-span_x * (w - 1) / w, span_x * (w - 1) / w, w, dtype=torch.float64)
+    y = torch.linspace(-span_y * (h - 1) / h, span_y * (h - 1) / h, h, dtype=torch.float64)
+    k = channels // 4
+    freqs = omega_0 ** (-torch.arange(k, dtype=torch.float64) / k)
+
+    def embed(p: torch.Tensor) -> torch.Tensor:
+        ang = p[:, None] * freqs
+        return torch.cat([ang.sin(), ang.cos()], dim=-1)  # [n, channels/2]
+
+    ex = embed(x).T[:, None, :].expand(-1, h, w)
+    ey = embed(y).T[:, :, None].expand(-1, h, w)
+    return torch.cat([ex, ey], dim=0).float()
+
+
 class ResidualConvUnit(nn.Module):
     """`x + conv2(relu(conv1(relu(x))))`, 3x3 convs."""
 
@@ -72,14 +97,16 @@ class DPTHead(nn.Module):
     Per layer: LayerNorm, 1x1 projection to `out_channels[i]`, resize to 4x/2x/1x/0.5x the patch
     grid, then RefineNet fusion and upsampling to the full input resolution. `feature_only`
     returns features `[B, S, features, H/down_ratio, W/down_ratio]` instead (TrackHead).
-    Frames are processed `chunk_size` at a time to bound memory.
+    `pos_embed` adds `0.1 * uv_position_embedding` after each projection and after the final
+    upsampling (as VGGT's depth/point heads do). Frames are processed `chunk_size` at a time.
     """
 
     def __init__(self, dim_in: int = 2048, patch_size: int = 14, output_dim: int = 4, activation: str = "inv_log",
                  conf_activation: str = "expp1", features: int = 256, out_channels: tuple[int, ...] = (256, 512, 1024, 1024),
                  layers: tuple[int, ...] = (4, 11, 17, 23), feature_only: bool = False, down_ratio: int = 1,
-                 chunk_size: int = 8) -> None:
+                 chunk_size: int = 8, pos_embed: bool = True) -> None:
         super().__init__()
+        self.pos_embed = pos_embed
         self.patch_size, self.layers, self.down_ratio, self.chunk_size = patch_size, layers, down_ratio, chunk_size
         self.activation, self.conf_activation, self.feature_only = activation, conf_activation, feature_only
         self.norm = nn.LayerNorm(dim_in)
@@ -99,11 +126,17 @@ class DPTHead(nn.Module):
         for i, x in enumerate(tokens):
             x = self.norm(x[:, patch_start_idx:])
             x = x.transpose(1, 2).reshape(x.shape[0], -1, gh, gw)
-            feats.append(self.resize_layers[i](self.projects[i](x)))
+            feats.append(self.resize_layers[i](self._add_pos(self.projects[i](x), gw / gh)))
         out = self.scratch(feats)
         size = (gh * self.patch_size // self.down_ratio, gw * self.patch_size // self.down_ratio)
-        out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
+        out = self._add_pos(F.interpolate(out, size=size, mode="bilinear", align_corners=True), gw / gh)
         return out if self.feature_only else self.scratch.output_conv2(out)
+
+    def _add_pos(self, x: torch.Tensor, aspect_ratio: float, ratio: float = 0.1) -> torch.Tensor:
+        if not self.pos_embed:
+            return x
+        emb = uv_position_embedding(x.shape[1], x.shape[2], x.shape[3], aspect_ratio).to(x.device, x.dtype)
+        return x + ratio * emb
 
     def forward(self, agg: AggregatorOutput) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         B, S = agg.layers[self.layers[0]].shape[:2]

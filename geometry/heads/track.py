@@ -79,7 +79,8 @@ class TrackHead(nn.Module):
         super().__init__()
         self.iterations = iterations
         self.feature_extractor = DPTHead(dim_in, patch_size, features=features, out_channels=out_channels,
-                                         layers=layers, feature_only=True, down_ratio=2, chunk_size=chunk_size)
+                                         layers=layers, feature_only=True, down_ratio=2, chunk_size=chunk_size,
+                                         pos_embed=False)
         self.tracker = Tracker(features, levels, radius, hidden, depth, num_virtual, stride=2)
 
     def forward(self, agg: AggregatorOutput, query_points: torch.Tensor, iterations: int | None = None

@@ -85,3 +85,16 @@ def test_legacy_shapes():
     out = model(torch.rand(2, 3, 3, 64, 64))
     assert out["pose_enc"].shape == (2, 3, 9)
     assert out["depth"].shape == (2, 3, 64, 64) and out["world_points"].shape == (2, 3, 64, 64, 3)
+
+
+def test_uv_position_embedding():
+    from geometry.heads.dpt import uv_position_embedding
+
+    one = uv_position_embedding(8, 1, 1, aspect_ratio=1.0)
+    assert one[:, 0, 0].tolist() == [0, 0, 1, 1, 0, 0, 1, 1]
+    emb = uv_position_embedding(8, 3, 4, aspect_ratio=4 / 3)
+    assert emb.shape == (8, 3, 4)
+    # x-half varies along columns only, y-half along rows only; the box has unit half-diagonal
+    assert torch.equal(emb[:4, 0], emb[:4, 2]) and torch.equal(emb[4:, :, 0], emb[4:, :, 3])
+    x_left = torch.asin(emb[0, 0, 0])  # first frequency is 1
+    torch.testing.assert_close(x_left, torch.tensor(-(4 / 3) / (5 / 3) * 3 / 4))
