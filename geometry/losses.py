@@ -126,6 +126,19 @@ def mask_loss(mask_logits: torch.Tensor, dynamic_mask: torch.Tensor, patch_size:
     return F.binary_cross_entropy_with_logits(mask_logits, frac.reshape(B, -1))
 
 
+def track_loss(track_list: list[torch.Tensor], gt_tracks: torch.Tensor, gt_visible: torch.Tensor,
+               vis: torch.Tensor | None = None, gamma: float = 0.8) -> torch.Tensor:
+    """L1 end-point error of every refinement iteration on visible points (iteration i of n
+    weighted `gamma ** (n-1-i)`), plus BCE of the visibility `[B, S, N]` when given.
+    Tracks are `[B, S, N, 2]` pixels."""
+    n = len(track_list)
+    total = sum(gamma ** (n - 1 - i) * _masked_mean((pred - gt_tracks).abs().sum(-1), gt_visible)
+                for i, pred in enumerate(track_list))
+    if vis is not None:
+        total = total + F.binary_cross_entropy(vis.clamp(1e-6, 1 - 1e-6), gt_visible.to(vis.dtype))
+    return total
+
+
 def geometry_loss(outputs: dict, gt: dict, images: torch.Tensor | None = None, patch_size: int = 14,
                   weights: dict[str, float] | None = None, log_depth: bool = False) -> dict[str, torch.Tensor]:
     """Weighted sum of the available terms; returns every term and `total`.

@@ -4,8 +4,8 @@ import math
 
 import torch
 
-from geometry.losses import (camera_loss, confidence_loss, geometry_loss, gradient_loss, mask_loss,
-                             reprojection_consistency_loss, smoothness_loss, unproject_depth, project_points)
+from geometry.losses import (camera_loss, confidence_loss, geometry_loss, gradient_loss, mask_loss, project_points,
+                             reprojection_consistency_loss, smoothness_loss, track_loss, unproject_depth)
 from geometry.metrics import chamfer_metrics, median_scaled_depth_metrics, pose_auc, relative_pose_errors
 from geometry.pose import quaternion_to_matrix
 
@@ -146,3 +146,18 @@ def test_chamfer():
     assert chamfer_metrics(pts, pts)["chamfer"] < 1e-4
     m = chamfer_metrics(pts[:50], pts)  # half the points: accurate but incomplete
     assert m["accuracy"] < 1e-4 and m["completeness"] > 1e-2
+
+
+def test_track_loss():
+    gt = torch.rand(1, 3, 5, 2) * 30
+    visible = torch.ones(1, 3, 5, dtype=torch.bool)
+    assert track_loss([gt, gt], gt, visible) == 0
+    off = gt + torch.tensor([1.0, 0.0])
+    torch.testing.assert_close(track_loss([off], gt, visible), torch.tensor(1.0))
+    assert track_loss([off, gt], gt, visible) < track_loss([gt, off], gt, visible)  # last iteration weighs most
+    visible[:, 1:, 0] = False
+    far = gt.clone()
+    far[:, 1:, 0] += 100  # errors on invisible points do not count
+    assert track_loss([far], gt, visible) == 0
+    vis = torch.full((1, 3, 5), 0.5)
+    torch.testing.assert_close(track_loss([gt], gt, visible, vis), torch.log(torch.tensor(2.0)))
