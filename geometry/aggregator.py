@@ -130,6 +130,8 @@ class Aggregator(nn.Module):
         S, ps = T * V, c.patch_start_idx
         H, W = images.shape[-2:]
         wanted = set(c.head_layers if output_layers is None else output_layers)
+        if not all(0 <= i < c.depth for i in wanted):
+            raise ValueError(f"output_layers={sorted(wanted)} must lie in [0, depth={c.depth})")
         routing = layer_routing(c.depth, legacy, c.stage_boundaries)
         mask_start = stage_boundaries(c.depth, c.stage_boundaries)[0]
         flat_pos = pos.reshape(B, S * N, 2)

@@ -42,6 +42,11 @@ def test_bad_cameras(model):
         model(images, extrinsics=torch.full((1, 2, 2, 3, 4), float("nan")))
 
 
+def test_bad_output_layers(model):
+    with pytest.raises(ValueError, match=r"output_layers=\[6\] must lie in \[0, depth=6\)"):
+        model(torch.rand(1, 2, 2, 3, 64, 64), output_layers=(6,))
+
+
 def test_bad_config():
     with pytest.raises(ValueError, match="not a multiple of patch_size"):
         make_config("tiny", img_size=60)
