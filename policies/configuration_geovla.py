@@ -1,0 +1,177 @@
+"""Configuration of the geometry-grounded VLA policy (LeRobot type name ``geovla``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from lerobot.configs.policies import PreTrainedConfig
+from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
+from lerobot.optim.optimizers import AdamWConfig
+from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
+from lerobot.utils.constants import ACTION, OBS_STATE
+
+PRESETS = ("tiny", "small", "full")
+GEOMETRY_KEY_PREFIXES = ("observation.depth.", "observation.intrinsics.", "observation.extrinsics.")
+FREEZE_OPTIONS = ("none", "vision", "llm", "vision_and_llm")
+
+
+@PreTrainedConfig.register_subclass("geovla")
+@dataclass
+class GeoVLAConfig(PreTrainedConfig):
+    """Geometry aggregator + FiLM dual-encoder backbone + deep-fusion LLM with a flow-matching expert.
+
+    The fields a user most often changes: ``preset`` (model size), ``chunk_size`` /
+    ``n_action_steps`` (how many actions are predicted / executed per call) and ``n_obs_steps``
+    (camera history the geometry aggregator sees).
+
+    Args:
+        preset: ``tiny`` (CPU), ``small`` (one GPU) or ``full`` (the seeds' sizes); picks the
+            geometry, backbone and LLM/expert sub-presets.
+        n_obs_steps: history length T of the multi-camera frames fed to the geometry aggregator
+            (the backbone sees the current frame only).
+        chunk_size: actions per predicted chunk H.
+        n_action_steps: actions executed from each chunk before predicting again.
+        image_size: side of the square images the model runs at; inputs are resized to it.
+            None: the preset's (64 tiny, 224 small/full).
+        use_geometry: feed spatial tokens of the geometry aggregator to the LLM.
+        spatial_pool: patch tokens of each (time, view) frame are average-pooled to a
+            ``spatial_pool x spatial_pool`` grid; with the camera token that is
+            ``1 + spatial_pool**2`` spatial tokens per frame.
+        geometry_loss_weight: weight of the geometry losses (camera, depth) added to the flow
+            matching loss when a batch carries depth and camera ground truth; 0 skips the heads.
+        use_state: give the expert a state token.
+        max_state_dim / max_action_dim: padded widths of state and action (real dims lead).
+        num_flow_steps: Euler steps of the flow-matching sampler at inference.
+        tokenizer_max_length: instruction tokens kept (right-padded).
+        llm_path: local directory of a pretrained HF decoder + tokenizer; None builds the
+            preset's LLM from scratch with the byte tokenizer.
+        prefix_causal: causal attention inside the prefix (keeps the LLM's language path).
+        allow_missing_cameras: ``predict_action`` masks an absent camera instead of failing.
+        freeze: parameter groups kept frozen in training: ``none``, ``vision`` (both ViTs),
+            ``llm`` (the language model), ``vision_and_llm``.
+        lora_rank: peft LoRA rank on the LLM and expert layers (0: full fine-tuning).
+    """
+
+    preset: str = "tiny"
+    n_obs_steps: int = 2
+    chunk_size: int = 10
+    n_action_steps: int = 5
+    image_size: int | None = None
+    use_geometry: bool = True
+    spatial_pool: int = 2
+    geometry_loss_weight: float = 0.1
+    use_state: bool = True
+    max_state_dim: int = 8
+    max_action_dim: int = 8
+    num_flow_steps: int = 10
+    tokenizer_max_length: int = 32
+    llm_path: str | None = None
+    prefix_causal: bool = True
+    allow_missing_cameras: bool = False
+    freeze: str = "none"
+    lora_rank: int = 0
+
+    normalization_mapping: dict[str, NormalizationMode] = field(
+        default_factory=lambda: {
+            "VISUAL": NormalizationMode.IDENTITY,
+            "STATE": NormalizationMode.MEAN_STD,
+            "ACTION": NormalizationMode.MEAN_STD,
+        }
+    )
+
+    optimizer_lr: float = 3e-4
+    optimizer_betas: tuple[float, float] = (0.9, 0.95)
+    optimizer_eps: float = 1e-8
+    optimizer_weight_decay: float = 0.01
+    optimizer_grad_clip_norm: float = 1.0
+    scheduler_warmup_steps: int = 100
+    scheduler_decay_steps: int = 10_000
+    scheduler_decay_lr: float = 1e-5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
+        if self.image_size is None:
+            self.image_size = 64 if self.preset == "tiny" else 224
+        positive = ("n_obs_steps", "chunk_size", "n_action_steps", "image_size", "spatial_pool",
+                    "max_state_dim", "max_action_dim", "num_flow_steps", "tokenizer_max_length")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_action_steps > self.chunk_size:
+            raise ValueError(f"n_action_steps ({self.n_action_steps}) cannot exceed chunk_size ({self.chunk_size})")
+        if self.geometry_loss_weight < 0 or self.lora_rank < 0:
+            raise ValueError("geometry_loss_weight and lora_rank must be >= 0")
+        if self.freeze not in FREEZE_OPTIONS:
+            raise ValueError(f"freeze must be one of {FREEZE_OPTIONS}, got {self.freeze!r}")
+
+    # ---------------------------------------------------------------- LeRobot hooks
+    @property
+    def observation_delta_indices(self) -> list[int]:
+        return list(range(1 - self.n_obs_steps, 1))
+
+    @property
+    def action_delta_indices(self) -> list[int]:
+        return list(range(self.chunk_size))
+
+    @property
+    def reward_delta_indices(self) -> None:
+        return None
+
+    def get_optimizer_preset(self) -> AdamWConfig:
+        return AdamWConfig(
+            lr=self.optimizer_lr,
+            betas=self.optimizer_betas,
+            eps=self.optimizer_eps,
+            weight_decay=self.optimizer_weight_decay,
+            grad_clip_norm=self.optimizer_grad_clip_norm,
+        )
+
+    def get_scheduler_preset(self) -> CosineDecayWithWarmupSchedulerConfig:
+        return CosineDecayWithWarmupSchedulerConfig(
+            peak_lr=self.optimizer_lr,
+            decay_lr=self.scheduler_decay_lr,
+            num_warmup_steps=self.scheduler_warmup_steps,
+            num_decay_steps=self.scheduler_decay_steps,
+        )
+
+    def validate_features(self) -> None:
+        """Keep cameras, the state and the action as model features.
+
+        Geometry ground truth (``observation.depth.*``, ``.intrinsics.*``, ``.extrinsics.*``)
+        is supervision, not input: it is dropped from ``input_features`` so that it is neither
+        normalised nor required at inference.
+        """
+        self.input_features = {
+            key: ft for key, ft in self.input_features.items() if not key.startswith(GEOMETRY_KEY_PREFIXES)
+        }
+        if not self.image_features:
+            raise ValueError("geovla needs at least one camera feature (observation.images.<camera>)")
+        if ACTION not in self.output_features:
+            raise ValueError(f"geovla needs an {ACTION!r} output feature, got {list(self.output_features)}")
+        action_dim = self.output_features[ACTION].shape[0]
+        if action_dim > self.max_action_dim:
+            raise ValueError(f"action has {action_dim} dims but max_action_dim is {self.max_action_dim}")
+        state = self.input_features.get(OBS_STATE)
+        if self.use_state:
+            if state is None:
+                raise ValueError(f"use_state=True needs an {OBS_STATE!r} input feature")
+            if state.shape[0] > self.max_state_dim:
+                raise ValueError(f"state has {state.shape[0]} dims but max_state_dim is {self.max_state_dim}")
+        for key, ft in self.image_features.items():
+            if ft.type is not FeatureType.VISUAL or len(ft.shape) != 3 or ft.shape[0] != 3:
+                raise ValueError(f"camera feature {key!r} must be VISUAL with shape (3, H, W), got {ft.shape}")
+
+    @property
+    def camera_keys(self) -> list[str]:
+        return list(self.image_features)
+
+    @property
+    def action_dim(self) -> int:
+        return self.output_features[ACTION].shape[0]
+
+    @property
+    def state_dim(self) -> int | None:
+        state: PolicyFeature | None = self.input_features.get(OBS_STATE)
+        return state.shape[0] if state is not None and self.use_state else None

@@ -1,0 +1,131 @@
+"""The network behind the policy: geometry aggregator + FiLM backbone + deep-fusion LLM/expert.
+
+Everything here works on normalised tensors; LeRobot conventions live in ``modeling_geovla``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import Tensor, nn
+
+from geometry.losses import geometry_loss
+from geometry.model import GeometryModel
+from geometry.pose import extri_intri_to_pose_encoding
+from policies.configuration_geovla import GeoVLAConfig
+from policies.presets import sub_configs
+from policies.spatial_tokens import SpatialTokens
+from vla.action_model import DeepFusionActionModel
+from vla.backbone.backbone import FiLMDualBackbone
+from vla.backbone.language import mean_instruction_embedding
+from vla.prefix import Prefix
+
+MAX_VALID_DEPTH = 5.0  # metres; farther pixels (background) carry no depth supervision
+
+
+class GeoVLAModel(nn.Module):
+    """Camera history + instruction + state → action chunk (flow matching).
+
+    Inputs (normalised): ``images [B, T, V, 3, H, W]`` in [0, 1] (the backbone reads the last
+    time step), ``camera_mask [B, V]`` bool, ``instruction_ids`` / ``instruction_mask`` ``[B, L]``,
+    ``state [B, Ds]``, ``actions [B, H, A]``.
+    """
+
+    def __init__(self, config: GeoVLAConfig) -> None:
+        super().__init__()
+        self.config = config
+        subs = sub_configs(config)
+        self.action_model = DeepFusionActionModel(subs.fusion)
+        llm_dim = self.action_model.llm_width
+        self.backbone = FiLMDualBackbone(replace(subs.backbone, llm_dim=llm_dim))
+        self.geometry = GeometryModel(subs.geometry) if subs.geometry is not None else None
+        self.spatial = (
+            SpatialTokens(2 * subs.geometry.embed_dim, llm_dim, config.spatial_pool) if self.geometry else None
+        )
+        self.num_visual_tokens = len(config.camera_keys) * subs.backbone.num_agg_tokens
+
+    @property
+    def tokenizer(self):
+        return self.action_model.tokenizer
+
+    def embed_prefix(
+        self, images: Tensor, camera_mask: Tensor, instruction_ids: Tensor, instruction_mask: Tensor
+    ) -> tuple[Prefix, object | None]:
+        """The LLM prefix ``[visual | spatial | instruction]`` and the aggregator output (or None)."""
+        B, T, V = images.shape[:3]
+        embeddings = self.action_model.fusion.llm.get_input_embeddings()
+        language = mean_instruction_embedding(embeddings(instruction_ids), instruction_mask)
+        current = images[:, -1]  # [B, V, 3, H, W]
+        visual = self.backbone.forward_streams(current, current, language, camera_mask)
+
+        spatial = spatial_mask = agg = None
+        if self.geometry is not None:
+            present = camera_mask[:, None, :, None, None, None]
+            agg = self.geometry.aggregator(torch.where(present, images, 0.0))
+            spatial, spatial_mask = self.spatial(agg, camera_mask)
+
+        image_ids = torch.full((B, self.num_visual_tokens), self.action_model.image_token_id,
+                               dtype=instruction_ids.dtype, device=instruction_ids.device)
+        input_ids = torch.cat([image_ids, instruction_ids], dim=1)
+        attention = torch.cat([torch.ones_like(image_ids, dtype=torch.bool), instruction_mask.bool()], dim=1)
+        prefix = self.action_model.embed_prefix(
+            input_ids, attention, visual.tokens, visual.token_mask, spatial, spatial_mask
+        )
+        return prefix, agg
+
+    def compute_loss(
+        self,
+        images: Tensor,
+        camera_mask: Tensor,
+        instruction_ids: Tensor,
+        instruction_mask: Tensor,
+        state: Tensor | None,
+        actions: Tensor,
+        action_is_pad: Tensor | None = None,
+        geometry_targets: dict[str, Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """``{"loss", "flow_matching_loss"[, "geometry_loss", "geometry_<term>"...]}``."""
+        prefix, agg = self.embed_prefix(images, camera_mask, instruction_ids, instruction_mask)
+        losses = self.action_model.compute_loss(prefix, actions, state, action_is_pad)
+        losses.pop("loss_per_sample")
+        weight = self.config.geometry_loss_weight
+        if agg is not None and geometry_targets is not None and weight > 0:
+            predictions = self.geometry.heads(agg, static_cameras=False)
+            terms = geometry_loss(predictions, geometry_targets, images, self.geometry.config.patch_size,
+                                  log_depth=True)
+            losses["geometry_loss"] = terms.pop("total")
+            losses["loss"] = losses["loss"] + weight * losses["geometry_loss"]
+            losses.update({f"geometry_{name}": value.detach() for name, value in terms.items()})
+        return losses
+
+    @torch.no_grad()
+    def sample_actions(
+        self,
+        images: Tensor,
+        camera_mask: Tensor,
+        instruction_ids: Tensor,
+        instruction_mask: Tensor,
+        state: Tensor | None,
+        noise: Tensor | None = None,
+        num_steps: int | None = None,
+    ) -> Tensor:
+        """Action chunk ``[B, H, A]`` (normalised) by cached Euler integration from noise."""
+        prefix, _ = self.embed_prefix(images, camera_mask, instruction_ids, instruction_mask)
+        return self.action_model.sample_actions(
+            prefix, state, num_steps=num_steps or self.config.num_flow_steps, noise=noise,
+            action_dim=self.config.action_dim,
+        )
+
+
+def geometry_targets(depth: Tensor, intrinsics: Tensor, extrinsics: Tensor) -> dict[str, Tensor]:
+    """Ground truth for the geometry heads from ``depth [B, T, V, H, W]``, ``intrinsics
+    [B, T, V, 3, 3]`` and ``extrinsics [B, T, V, 3, 4]`` (OpenCV camera-from-world)."""
+    H, W = depth.shape[-2:]
+    return {
+        "pose_enc": extri_intri_to_pose_encoding(extrinsics, intrinsics, (H, W)),
+        "depth": depth,
+        "valid": (depth > 0) & (depth < MAX_VALID_DEPTH),
+        "intrinsics": intrinsics,
+        "extrinsics": extrinsics,
+    }

@@ -1,0 +1,240 @@
+"""``GeoVLAPolicy``: the LeRobot policy class, and the robot-side ``predict_action`` API."""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.processor import PolicyProcessorPipeline
+from lerobot.utils.constants import (
+    ACTION,
+    OBS_LANGUAGE_ATTENTION_MASK,
+    OBS_LANGUAGE_TOKENS,
+    OBS_STATE,
+    POLICY_POSTPROCESSOR_DEFAULT_NAME,
+    POLICY_PREPROCESSOR_DEFAULT_NAME,
+)
+from lerobot.processor.converters import (
+    batch_to_transition,
+    policy_action_to_transition,
+    transition_to_batch,
+    transition_to_policy_action,
+)
+
+from policies.configuration_geovla import GeoVLAConfig
+from policies.geovla_model import GeoVLAModel, geometry_targets
+from policies.robot_observation import CAMERA_MASK_KEY, robot_observation_to_batch
+
+ACTION_IS_PAD = "action_is_pad"
+
+
+class GeoVLAPolicy(PreTrainedPolicy):
+    """Geometry-grounded VLA policy: multi-camera history + instruction + state → action chunk."""
+
+    config_class = GeoVLAConfig
+    name = "geovla"
+
+    def __init__(self, config: GeoVLAConfig, **kwargs: Any) -> None:
+        super().__init__(config)
+        config.validate_features()
+        self.config = config
+        self.model = GeoVLAModel(config)
+        apply_freeze(self.model, config.freeze)
+        self.processors: tuple[PolicyProcessorPipeline, PolicyProcessorPipeline] | None = None
+        self.reset()
+
+    # ------------------------------------------------------------------ LeRobot API
+    def reset(self) -> None:
+        """Forget the observation history and the queued actions (call at episode start)."""
+        self._history: deque[Tensor] = deque(maxlen=self.config.n_obs_steps)
+        self._action_queue: deque[Tensor] = deque(maxlen=self.config.n_action_steps)
+
+    def get_optim_params(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def forward(self, batch: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        """Training loss on a normalised batch with ``action [B, H, A]`` (batch is not modified)."""
+        if ACTION not in batch:
+            raise ValueError(f"forward needs {ACTION!r} in the batch; got keys {sorted(batch)}")
+        images = self._images(batch, history=False)
+        actions = batch[ACTION]
+        if actions.dim() != 3 or actions.shape[1] != self.config.chunk_size:
+            raise ValueError(f"{ACTION!r} must be [B, {self.config.chunk_size}, A], got {tuple(actions.shape)}")
+        losses = self.model.compute_loss(
+            images,
+            self._camera_mask(batch, images),
+            *self._instruction(batch),
+            self._state(batch),
+            actions,
+            batch.get(ACTION_IS_PAD),
+            self._geometry_targets(batch, images),
+        )
+        return losses["loss"], {k: float(v.detach()) for k, v in losses.items()}
+
+    @torch.no_grad()
+    def predict_action_chunk(self, batch: dict[str, Any], noise: Tensor | None = None) -> Tensor:
+        """Normalised action chunk ``[B, H, A]``. Single-frame camera inputs ``[B, 3, H, W]`` are
+        appended to the policy's observation history; inputs with a time axis are used as is."""
+        self.eval()
+        images = self._images(batch, history=True)
+        return self.model.sample_actions(
+            images, self._camera_mask(batch, images), *self._instruction(batch), self._state(batch), noise=noise
+        )
+
+    @torch.no_grad()
+    def select_action(self, batch: dict[str, Any], noise: Tensor | None = None) -> Tensor:
+        """Next action ``[B, A]``: a new chunk is predicted once the queue of
+        ``n_action_steps`` actions is used up. The history advances on every call."""
+        if self._action_queue:
+            self._images(batch, history=True)  # keep the observation history current
+        else:
+            chunk = self.predict_action_chunk(batch, noise=noise)
+            self._action_queue.extend(chunk[:, : self.config.n_action_steps].transpose(0, 1))
+        return self._action_queue.popleft()
+
+    # -------------------------------------------------------------------- robot API
+    def attach_processors(self, preprocessor: PolicyProcessorPipeline, postprocessor: PolicyProcessorPipeline) -> None:
+        """The normalisation/tokenisation pipelines ``predict_action`` runs (saved with the policy)."""
+        self.processors = (preprocessor, postprocessor)
+
+    @torch.no_grad()
+    def predict_action(self, observation: dict[str, Any], noise: Tensor | None = None) -> np.ndarray:
+        """Action chunk in robot units from a raw observation.
+
+        ``observation = {"images": {camera: uint8 [H, W, 3] or float [3, H, W]}, "state": [D],
+        "instruction": str}`` (or everything with a leading batch dimension). Returns
+        ``[H, A]`` (``[B, H, A]`` when batched). Each call is one control step of the history.
+        """
+        if self.processors is None:
+            raise ValueError(
+                "predict_action needs the normalisation stats: load the policy with from_pretrained(dir) "
+                "from a directory saved with its processors, or call attach_processors(pre, post)"
+            )
+        preprocessor, postprocessor = self.processors
+        height, width = self.config.image_features[self.config.camera_keys[0]].shape[1:]
+        batch, batched = robot_observation_to_batch(
+            observation, self.config.camera_keys, self.config.state_dim, (height, width),
+            self.config.allow_missing_cameras,
+        )
+        chunk = self.predict_action_chunk(preprocessor(batch), noise=noise)
+        actions = postprocessor(chunk).numpy()
+        return actions if batched else actions[0]
+
+    # ------------------------------------------------------------- save and load
+    def _save_pretrained(self, save_directory: Path) -> None:
+        super()._save_pretrained(save_directory)
+        if self.processors is not None:
+            for pipeline in self.processors:
+                pipeline.save_pretrained(save_directory)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_name_or_path: str | Path, **kwargs: Any) -> "GeoVLAPolicy":
+        """Load weights and config; also the processors when the directory holds them."""
+        policy = super().from_pretrained(pretrained_name_or_path, **kwargs)
+        directory = Path(pretrained_name_or_path)
+        if (directory / f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json").exists():
+            policy.attach_processors(*load_processors(directory))
+        return policy
+
+    # -------------------------------------------------------------------- inputs
+    def _images(self, batch: dict[str, Any], history: bool) -> Tensor:
+        """Camera images ``[B, T, V, 3, h, w]`` at the model's size.
+
+        Inputs with a time axis are used as they are. A single frame ``[B, 3, H, W]`` per camera
+        is appended to the rollout history when ``history`` (padded with copies of the first
+        frame at an episode's start), or taken as a one-step history otherwise.
+        """
+        frames = []
+        for key in self.config.camera_keys:
+            if key not in batch:
+                raise ValueError(f"batch is missing camera {key!r}; got keys {sorted(batch)}")
+            frames.append(batch[key])
+        stacked = torch.stack(frames, dim=-4)  # [B, (T,) V, 3, H, W]
+        if stacked.dim() == 5 and not history:
+            stacked = stacked.unsqueeze(1)
+        elif stacked.dim() == 5:
+            if not self._history:
+                self._history.extend([stacked] * self.config.n_obs_steps)
+            self._history.append(stacked)
+            stacked = torch.stack(list(self._history), dim=1)
+        if stacked.dim() != 6:
+            raise ValueError(f"camera images must be [B, 3, H, W] or [B, T, 3, H, W], got {tuple(frames[0].shape)}")
+        size = self.config.image_size
+        if stacked.shape[-2:] != (size, size):
+            B, T, V = stacked.shape[:3]
+            resized = F.interpolate(stacked.flatten(0, 2), size=(size, size), mode="bilinear", antialias=True)
+            stacked = resized.unflatten(0, (B, T, V))
+        return stacked
+
+    def _camera_mask(self, batch: dict[str, Any], images: Tensor) -> Tensor:
+        mask = batch.get(CAMERA_MASK_KEY)
+        if mask is None:
+            return torch.ones(images.shape[0], images.shape[2], dtype=torch.bool, device=images.device)
+        return mask.to(device=images.device, dtype=torch.bool)
+
+    def _instruction(self, batch: dict[str, Any]) -> tuple[Tensor, Tensor]:
+        if OBS_LANGUAGE_TOKENS not in batch:
+            raise ValueError(
+                f"batch is missing {OBS_LANGUAGE_TOKENS!r}: run the policy's preprocessor, which tokenises 'task'"
+            )
+        return batch[OBS_LANGUAGE_TOKENS], batch[OBS_LANGUAGE_ATTENTION_MASK]
+
+    def _state(self, batch: dict[str, Any]) -> Tensor | None:
+        if self.config.state_dim is None:
+            return None
+        state = batch[OBS_STATE]
+        return state[:, -1] if state.dim() == 3 else state
+
+    def _geometry_targets(self, batch: dict[str, Any], images: Tensor) -> dict[str, Tensor] | None:
+        """Depth/camera ground truth ``[B, T, V, ...]`` when the batch has it for every camera."""
+        if self.config.geometry_loss_weight == 0 or self.model.geometry is None:
+            return None
+        cameras = [key.removeprefix("observation.images.") for key in self.config.camera_keys]
+        fields = {}
+        for name in ("depth", "intrinsics", "extrinsics"):
+            keys = [f"observation.{name}.{cam}" for cam in cameras]
+            if not all(k in batch for k in keys):
+                return None
+            # [B, ...] or [B, T, ...]; depth and cameras both have rank 3 without the time axis.
+            fields[name] = torch.stack([batch[k] if batch[k].dim() == 4 else batch[k].unsqueeze(1) for k in keys], dim=2)
+            if fields[name].shape[1] != images.shape[1]:
+                raise ValueError(f"{name} ground truth has {fields[name].shape[1]} time steps, images have {images.shape[1]}")
+        if fields["depth"].shape[-2:] != images.shape[-2:]:
+            raise ValueError(
+                f"depth ground truth is {tuple(fields['depth'].shape[-2:])} but the model runs at "
+                f"{tuple(images.shape[-2:])}; record the dataset at image_size={self.config.image_size}"
+            )
+        return geometry_targets(fields["depth"], fields["intrinsics"], fields["extrinsics"])
+
+
+def load_processors(directory: str | Path) -> tuple[PolicyProcessorPipeline, PolicyProcessorPipeline]:
+    """The pre/post processors saved next to a policy."""
+    directory = str(directory)
+    pre = PolicyProcessorPipeline.from_pretrained(
+        directory, config_filename=f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json",
+        to_transition=batch_to_transition, to_output=transition_to_batch,
+    )
+    post = PolicyProcessorPipeline.from_pretrained(
+        directory, config_filename=f"{POLICY_POSTPROCESSOR_DEFAULT_NAME}.json",
+        to_transition=policy_action_to_transition, to_output=transition_to_policy_action,
+    )
+    return pre, post
+
+
+def apply_freeze(model: GeoVLAModel, freeze: str) -> None:
+    """Freeze the named parameter groups (see ``GeoVLAConfig.freeze``); FiLM, aggregation tokens,
+    projectors and the router always train."""
+    groups = []
+    if freeze in ("vision", "vision_and_llm"):
+        groups += [model.backbone.siglip.vit, model.backbone.dinov2.vit]
+    if freeze in ("llm", "vision_and_llm"):
+        groups.append(model.action_model.fusion.llm)
+    for module in groups:
+        module.requires_grad_(False)

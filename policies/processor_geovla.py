@@ -1,0 +1,145 @@
+"""Pre- and post-processing pipelines of the geovla policy (LeRobot processor steps)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lerobot.configs.types import NormalizationMode, PipelineFeatureType, PolicyFeature
+from lerobot.processor import (
+    AddBatchDimensionProcessorStep,
+    DeviceProcessorStep,
+    NormalizerProcessorStep,
+    ObservationProcessorStep,
+    PolicyAction,
+    PolicyProcessorPipeline,
+    ProcessorStepRegistry,
+    RenameObservationsProcessorStep,
+    UnnormalizerProcessorStep,
+)
+from lerobot.processor.converters import policy_action_to_transition, transition_to_policy_action
+from lerobot.processor.core import TransitionKey
+from lerobot.utils.constants import (
+    OBS_LANGUAGE_ATTENTION_MASK,
+    OBS_LANGUAGE_TOKENS,
+    POLICY_POSTPROCESSOR_DEFAULT_NAME,
+    POLICY_PREPROCESSOR_DEFAULT_NAME,
+)
+
+from policies.configuration_geovla import GeoVLAConfig
+from vla.pretrained import load_tokenizer
+from vla.tokenizer import ByteTokenizer
+
+# Below these spreads a feature is treated as constant: dividing by a near-zero std (or range)
+# would turn simulator noise into huge normalised values at inference.
+MIN_STD = 1e-2
+MIN_RANGE = 2e-2
+
+
+def guard_stats(stats: dict[str, dict[str, Any]] | None, keys: set[str]) -> dict[str, dict[str, Any]] | None:
+    """A copy of the dataset stats of ``keys`` (the normalised features) with ``std`` and
+    ``max - min`` floored at ``MIN_STD`` / ``MIN_RANGE``.
+
+    Example: a gripper that never moved has std 0; after guarding its std is 0.01, so a reading
+    0.001 off the mean normalises to 0.1, not to 1e5.
+    """
+    if stats is None:
+        return None
+    guarded: dict[str, dict[str, Any]] = {}
+    for key, entry in stats.items():
+        if key not in keys:
+            continue
+        entry = dict(entry)
+        if "std" in entry:
+            entry["std"] = _floor(entry["std"], MIN_STD)
+        if "min" in entry and "max" in entry:
+            low, high = _as_tensor(entry["min"]), _as_tensor(entry["max"])
+            pad = (MIN_RANGE - (high - low)).clamp_min(0) / 2
+            entry["min"], entry["max"] = low - pad, high + pad
+        guarded[key] = entry
+    return guarded
+
+
+def _as_tensor(value: Any) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(value), dtype=torch.float32)
+
+
+def _floor(value: Any, minimum: float) -> torch.Tensor:
+    return _as_tensor(value).clamp_min(minimum)
+
+
+def make_tokenizer(llm_path: str | None):
+    """The instruction tokenizer: the pretrained LLM's (local dir) or the file-free byte tokenizer."""
+    return load_tokenizer(llm_path) if llm_path else ByteTokenizer()
+
+
+@ProcessorStepRegistry.register(name="geovla_tokenizer")
+@dataclass
+class GeoVLATokenizerStep(ObservationProcessorStep):
+    """Tokenise ``complementary_data["task"]`` (str or list of str) into right-padded
+    ``observation.language.tokens`` ``[B, max_length]`` and a bool attention mask."""
+
+    max_length: int = 32
+    llm_path: str | None = None
+    tokenizer: Any = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.tokenizer = make_tokenizer(self.llm_path)
+
+    def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
+        complementary = self.transition.get(TransitionKey.COMPLEMENTARY_DATA) or {}
+        task = complementary.get("task")
+        if task is None:
+            raise ValueError("geovla needs the instruction under the batch key 'task' (a str or list of str)")
+        texts = [task] if isinstance(task, str) else list(task)
+        if not all(isinstance(t, str) and t.strip() for t in texts):
+            raise ValueError(f"'task' must be non-empty strings, got {task!r}")
+        encoded = self.tokenizer(
+            texts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        observation = dict(observation)
+        observation[OBS_LANGUAGE_TOKENS] = encoded["input_ids"]
+        observation[OBS_LANGUAGE_ATTENTION_MASK] = encoded["attention_mask"].bool()
+        return observation
+
+    def get_config(self) -> dict[str, Any]:
+        return {"max_length": self.max_length, "llm_path": self.llm_path}
+
+    def transform_features(
+        self, features: dict[PipelineFeatureType, dict[str, PolicyFeature]]
+    ) -> dict[PipelineFeatureType, dict[str, PolicyFeature]]:
+        return features
+
+
+def make_geovla_pre_post_processors(
+    config: GeoVLAConfig,
+    dataset_stats: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> tuple[PolicyProcessorPipeline[dict[str, Any], dict[str, Any]], PolicyProcessorPipeline[PolicyAction, PolicyAction]]:
+    """Pre: rename, batch, tokenise the task, move to the device, normalise state and action.
+    Post: unnormalise the action, move it to the CPU. Stats are guarded (:func:`guard_stats`)."""
+    features = {**config.input_features, **config.output_features}
+    stats = guard_stats(dataset_stats, set(features))
+    norm_map: dict[str, NormalizationMode] = dict(config.normalization_mapping)
+    preprocessor = PolicyProcessorPipeline[dict[str, Any], dict[str, Any]](
+        steps=[
+            RenameObservationsProcessorStep(rename_map={}),
+            AddBatchDimensionProcessorStep(),
+            GeoVLATokenizerStep(max_length=config.tokenizer_max_length, llm_path=config.llm_path),
+            DeviceProcessorStep(device=config.device),
+            NormalizerProcessorStep(features=features, norm_map=norm_map, stats=stats),
+        ],
+        name=POLICY_PREPROCESSOR_DEFAULT_NAME,
+    )
+    postprocessor = PolicyProcessorPipeline[PolicyAction, PolicyAction](
+        steps=[
+            UnnormalizerProcessorStep(features=config.output_features, norm_map=norm_map, stats=stats),
+            DeviceProcessorStep(device="cpu"),
+        ],
+        name=POLICY_POSTPROCESSOR_DEFAULT_NAME,
+        to_transition=policy_action_to_transition,
+        to_output=transition_to_policy_action,
+    )
+    return preprocessor, postprocessor

@@ -1,0 +1,111 @@
+"""Validation of robot-side observations for ``GeoVLAPolicy.predict_action``.
+
+An observation is ``{"images": {camera: image}, "state": vector, "instruction": str}``. An image is
+uint8 ``[H, W, 3]`` (numpy or tensor) or float ``[3, H, W]`` in [0, 1]; with a leading batch
+dimension everything is batched (``instruction`` then a str or a list of B str).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from lerobot.utils.constants import OBS_STATE
+
+CAMERA_MASK_KEY = "observation.camera_mask"
+REQUIRED_KEYS = ("images", "state", "instruction")
+
+
+def robot_observation_to_batch(
+    observation: dict[str, Any],
+    camera_keys: list[str],
+    state_dim: int | None,
+    image_size: tuple[int, int],
+    allow_missing_cameras: bool,
+) -> tuple[dict[str, Any], bool]:
+    """A LeRobot batch (``observation.images.<cam>`` float ``[B, 3, H, W]``, ``observation.state``
+    ``[B, D]``, ``task`` list of B str, ``observation.camera_mask`` ``[B, V]``) and whether the
+    input was batched. Raises ``ValueError`` naming the offending key, shape, dtype or value."""
+    if not isinstance(observation, dict):
+        raise ValueError(f"observation must be a dict with keys {REQUIRED_KEYS}, got {type(observation).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in observation and not (k == "state" and state_dim is None)]
+    if missing:
+        raise ValueError(f"observation is missing {missing}; it needs {REQUIRED_KEYS}")
+    images = observation["images"]
+    if not isinstance(images, dict) or not images:
+        raise ValueError("observation['images'] must be a non-empty dict {camera: image}")
+    names = {key.removeprefix("observation.images."): key for key in camera_keys}
+    unknown = sorted(set(images) - set(names) - set(camera_keys))
+    if unknown:
+        raise ValueError(f"unknown cameras {unknown}; the policy was trained with {sorted(names)}")
+
+    converted = {name: _image_tensor(f"images[{name!r}]", image, image_size) for name, image in images.items()}
+    batched = next(iter(converted.values())).dim() == 4
+    converted = {k: (v if batched else v[None]) for k, v in converted.items()}
+    sizes = {k: v.shape[0] for k, v in converted.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"all cameras need the same batch size, got {sizes}")
+    batch_size = next(iter(sizes.values()))
+
+    batch: dict[str, Any] = {}
+    present = torch.ones(batch_size, len(camera_keys), dtype=torch.bool)
+    for index, (name, key) in enumerate(names.items()):
+        image = converted.get(name, converted.get(key))
+        if image is None:
+            if not allow_missing_cameras:
+                raise ValueError(
+                    f"camera {name!r} is missing from observation['images'] "
+                    "(set allow_missing_cameras=True in the config to mask it instead)"
+                )
+            image = torch.zeros(batch_size, 3, *image_size)
+            present[:, index] = False
+        batch[key] = image
+    batch[CAMERA_MASK_KEY] = present
+
+    if state_dim is not None:
+        batch[OBS_STATE] = _state_tensor(observation["state"], state_dim, batch_size, batched)
+    batch["task"] = _instructions(observation["instruction"], batch_size)
+    return batch, batched
+
+
+def _image_tensor(name: str, image: Any, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 ``[(B,) H, W, 3]`` or float ``[(B,) 3, H, W]`` in [0, 1] → float ``[(B,) 3, H, W]``."""
+    tensor = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+    if tensor.dim() not in (3, 4):
+        raise ValueError(f"{name} must be [H, W, 3] uint8 or [3, H, W] float (optionally batched), got shape {tuple(tensor.shape)}")
+    if tensor.dtype == torch.uint8:
+        if tensor.shape[-1] != 3:
+            raise ValueError(f"{name} is uint8, so it must be channels-last [..., H, W, 3], got shape {tuple(tensor.shape)}")
+        tensor = tensor.movedim(-1, -3).float() / 255.0
+    elif tensor.is_floating_point():
+        if tensor.shape[-3] != 3:
+            raise ValueError(f"{name} is float, so it must be channels-first [..., 3, H, W], got shape {tuple(tensor.shape)}")
+        if not torch.isfinite(tensor).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        if tensor.min() < 0 or tensor.max() > 1:
+            raise ValueError(f"{name} is float, so its values must lie in [0, 1], got [{float(tensor.min()):.3g}, {float(tensor.max()):.3g}]")
+        tensor = tensor.float()
+    else:
+        raise ValueError(f"{name} must be uint8 or float, got dtype {tensor.dtype}")
+    if tuple(tensor.shape[-2:]) != size:
+        raise ValueError(f"{name} must be {size[0]}x{size[1]} pixels, got {tuple(tensor.shape[-2:])}")
+    return tensor
+
+
+def _state_tensor(state: Any, state_dim: int, batch_size: int, batched: bool) -> torch.Tensor:
+    tensor = torch.as_tensor(np.asarray(state, dtype=np.float32))
+    expected = (batch_size, state_dim) if batched else (state_dim,)
+    if tuple(tensor.shape) != expected:
+        raise ValueError(f"observation['state'] must have shape {expected}, got {tuple(tensor.shape)}")
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"observation['state'] contains NaN or inf: {tensor.tolist()}")
+    return tensor if batched else tensor[None]
+
+
+def _instructions(instruction: Any, batch_size: int) -> list[str]:
+    texts = [instruction] * batch_size if isinstance(instruction, str) else list(instruction)
+    if len(texts) != batch_size or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise ValueError(f"observation['instruction'] must be a non-empty str or {batch_size} of them, got {instruction!r}")
+    return texts
