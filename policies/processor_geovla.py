@@ -79,8 +79,9 @@ def make_tokenizer(llm_path: str | None):
 @ProcessorStepRegistry.register(name="geovla_tokenizer")
 @dataclass
 class GeoVLATokenizerStep(ObservationProcessorStep):
-    """Tokenise ``complementary_data["task"]`` (str or list of str) into right-padded
-    ``observation.language.tokens`` ``[B, max_length]`` and a bool attention mask."""
+    """Tokenise ``complementary_data["task"]`` (str or list of str, "" for envs without an
+    instruction) into right-padded ``observation.language.tokens`` ``[B, max_length]`` and a
+    bool attention mask."""
 
     max_length: int = 32
     llm_path: str | None = None
@@ -95,8 +96,10 @@ class GeoVLATokenizerStep(ObservationProcessorStep):
         if task is None:
             raise ValueError("geovla needs the instruction under the batch key 'task' (a str or list of str)")
         texts = [task] if isinstance(task, str) else list(task)
-        if not all(isinstance(t, str) and t.strip() for t in texts):
-            raise ValueError(f"'task' must be non-empty strings, got {task!r}")
+        # An empty string is allowed: LeRobot gives "" for envs without instructions (PushT);
+        # the tokenizer's <bos> then stands for the instruction.
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise ValueError(f"'task' must be a str or a list of str, got {task!r}")
         encoded = self.tokenizer(
             texts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
         )
