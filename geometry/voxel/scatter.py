@@ -27,7 +27,7 @@ def assign_voxels(points: torch.Tensor, valid: torch.Tensor, voxel_size: float) 
 
 def occupied_count(points: torch.Tensor, valid: torch.Tensor, voxel_size: float) -> int:
     """Largest number of occupied cells over the time steps of `points [T, M, 3]`, `valid [T, M]`."""
-    return max(int(torch.unique(torch.floor(p[m] / voxel_size), dim=0).shape[0]) for p, m in zip(points, valid))
+    return max(int(torch.unique(cell_ids(torch.floor(p[m] / voxel_size))).shape[0]) for p, m in zip(points, valid))
 
 
 def clip_voxel_size(points: torch.Tensor, valid: torch.Tensor, target: int, mode: str = "extent",
