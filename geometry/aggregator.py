@@ -7,9 +7,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from geometry.causal import time_causal_mask, with_causal
 from geometry.config import GeometryConfig
 from geometry.dynamics_mask import DynamicsMask
 from geometry.inputs import CAMERA_PARAM_DIM, camera_param_features, validate_camera, validate_images
+from geometry.kv_cache import KVCache
 from geometry.layers import Block, RotaryPositionEmbedding2D, grid_positions
 from geometry.patch_embed import PatchEmbed
 from geometry.routing import layer_routing, route, stage_boundaries, unroute
@@ -37,12 +39,26 @@ class AggregatorOutput:
     mask_logits: torch.Tensor | None
 
 
-def two_slot_tokens(token: torch.Tensor, num_frames: int) -> torch.Tensor:
+def two_slot_tokens(token: torch.Tensor, num_frames: int, first_step: int = 0) -> torch.Tensor:
     """VGGT's two-slot tokens `[1, 2, k, C]` -> `[1, S, k, C]`: slot 0 for frame 0, slot 1 after.
 
-    Example: S=3 -> `[slot0, slot1, slot1]`.
+    `first_step` is the stream step of the first frame. Example: S=3 -> `[slot0, slot1, slot1]`;
+    S=1 at first_step 4 -> `[slot1]`.
     """
-    return torch.cat([token[:, :1], token[:, 1:2].expand(-1, num_frames - 1, -1, -1)], dim=1)
+    slots = (torch.arange(first_step, first_step + num_frames, device=token.device) > 0).long()
+    return token[:, slots]
+
+
+def time_indices(first_step: int, num_times: int, max_time_steps: int, device: torch.device | None = None) -> torch.Tensor:
+    """Rows of the time embedding / per-time register tokens for steps `first_step + [0, T)`.
+
+    A stream longer than `max_time_steps` clamps: every step from `max_time_steps - 1` on uses the
+    last row. Clamping (not wrapping) keeps late steps looking late: a wrapped index would make
+    step `max_time_steps` look like step 0, whose tokens are the anchors. Time enters the model
+    only here (RoPE is spatial), so nothing else depends on the absolute step.
+    Example (max 100): first_step 98, T=3 -> `[98, 99, 99]`.
+    """
+    return torch.arange(first_step, first_step + num_times, device=device).clamp(max=max_time_steps - 1)
 
 
 class Aggregator(nn.Module):
@@ -83,24 +99,27 @@ class Aggregator(nn.Module):
         c = self.config
         return Block(c.embed_dim, c.num_heads, c.mlp_ratio, qk_norm=True, init_values=c.init_values, rope=self.rope)
 
-    def special_tokens(self, B: int, T: int, V: int, legacy: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def special_tokens(self, B: int, T: int, V: int, legacy: bool, first_step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Camera `[B, T, V, 1, C]` and register `[B, T, V, R, C]` tokens.
 
         Multi-view: camera token per view (shared over time), registers per time step (shared over
-        views). Legacy: VGGT's two slots over the S = T frames.
+        views). Legacy: VGGT's two slots over the S = T frames. `first_step`: stream step of t=0.
         """
         C = self.config.embed_dim
         if legacy:
-            camera = two_slot_tokens(self.camera_token, T).unsqueeze(2)
-            register = two_slot_tokens(self.register_token, T).unsqueeze(2)
+            camera = two_slot_tokens(self.camera_token, T, first_step).unsqueeze(2)
+            register = two_slot_tokens(self.register_token, T, first_step).unsqueeze(2)
         else:
             camera = self.view_camera_token[:, :V].unsqueeze(1)
-            register = self.time_register_token[:, :T].unsqueeze(2)
+            times = time_indices(first_step, T, self.config.max_time_steps, self.time_register_token.device)
+            register = self.time_register_token[:, times].unsqueeze(2)
         return camera.expand(B, T, V, 1, C), register.expand(B, T, V, -1, C)
 
     def embed(self, images: torch.Tensor, intrinsics: torch.Tensor | None = None,
-              extrinsics: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        """Validated images -> tokens `[B, T, V, N, C]`, RoPE positions `[B, T, V, N, 2]`, legacy flag."""
+              extrinsics: torch.Tensor | None = None, first_step: int = 0) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """Validated images -> tokens `[B, T, V, N, C]`, RoPE positions `[B, T, V, N, 2]`, legacy flag.
+
+        `first_step` is the stream step of the first time step (0 for a clip)."""
         c = self.config
         images, legacy = validate_images(images, c.patch_size, c.max_views, c.max_time_steps)
         B, T, V, _, H, W = images.shape
@@ -112,8 +131,9 @@ class Aggregator(nn.Module):
         patches = patches.reshape(B, T, V, P, C)
         if self.view_mixer is not None and not legacy:
             patches = self.view_mixer(patches)
-        patches = patches + self.time_embed.weight[:T].view(1, T, 1, 1, C) + self.view_embed.weight[:V].view(1, 1, V, 1, C)
-        camera, register = self.special_tokens(B, T, V, legacy)
+        times = time_indices(first_step, T, c.max_time_steps, patches.device)
+        patches = patches + self.time_embed(times).view(1, T, 1, 1, C) + self.view_embed.weight[:V].view(1, 1, V, 1, C)
+        camera, register = self.special_tokens(B, T, V, legacy, first_step)
         feats = camera_param_features(B, T, V, H, W, intrinsics, extrinsics, images.device, patches.dtype)
         camera = camera.to(patches.dtype) + self.camera_param_embed(feats).unsqueeze(3)
         tokens = torch.cat([camera, register.to(patches.dtype), patches], dim=3)
@@ -122,18 +142,45 @@ class Aggregator(nn.Module):
         pos = pos.reshape(1, T, V, -1, 2).expand(B, -1, -1, -1, -1)
         return tokens, pos, legacy
 
-    def forward(self, images: torch.Tensor, intrinsics: torch.Tensor | None = None,
-                extrinsics: torch.Tensor | None = None, output_layers: tuple[int, ...] | None = None) -> AggregatorOutput:
+    def new_caches(self, num_views: int, legacy: bool, rotated: bool = True) -> dict[str, KVCache]:
+        """Empty stream caches: `global{i}` per global layer, `frame{i}` per temporal frame layer.
+
+        Temporal frame attention (stage 2/3) mixes a view's time steps, so in a stream it needs a
+        per-view cache (`rows_per_sample` = V) just like global attention needs one per sample.
+        """
         c = self.config
-        tokens, pos, legacy = self.embed(images, intrinsics, extrinsics)
+        caches = {}
+        mask_start = stage_boundaries(c.depth, c.stage_boundaries)[0]
+        for i, mode in enumerate(layer_routing(c.depth, legacy, c.stage_boundaries)):
+            if "frame" in c.aa_order and mode == "temporal":
+                caches[f"frame{i}"] = KVCache(num_views, rotated)
+            if "global" in c.aa_order:
+                caches[f"global{i}"] = KVCache(1, rotated, key_mask=self.dynamics_mask is not None and i >= mask_start)
+        return caches
+
+    def forward(self, images: torch.Tensor, intrinsics: torch.Tensor | None = None,
+                extrinsics: torch.Tensor | None = None, output_layers: tuple[int, ...] | None = None,
+                caches: dict[str, KVCache] | None = None, first_step: int = 0) -> AggregatorOutput:
+        """With `config.causal_time` no token sees a later time step: global and temporal frame
+        attention are block-causal over time. With `caches` (from `new_caches`) the input is one
+        stream step (T=1) at step `first_step`: its keys/values are appended to the caches and it
+        attends to everything cached, which equals the causal clip forward when nothing was evicted.
+        """
+        c = self.config
+        tokens, pos, legacy = self.embed(images, intrinsics, extrinsics, first_step)
         B, T, V, N, C = tokens.shape
         S, ps = T * V, c.patch_start_idx
         H, W = images.shape[-2:]
         wanted = set(c.head_layers if output_layers is None else output_layers)
         if not all(0 <= i < c.depth for i in wanted):
             raise ValueError(f"output_layers={sorted(wanted)} must lie in [0, depth={c.depth})")
+        if caches is not None and T != 1:
+            raise ValueError(f"a cached (streaming) forward takes one time step, got T={T}")
         routing = layer_routing(c.depth, legacy, c.stage_boundaries)
         mask_start = stage_boundaries(c.depth, c.stage_boundaries)[0]
+        causal = c.causal_time and caches is None
+        global_causal = time_causal_mask(T, V * N, tokens.device) if causal else None
+        temporal_causal = time_causal_mask(T, N, tokens.device) if causal else None
         flat_pos = pos.reshape(B, S * N, 2)
         outputs: dict[int, torch.Tensor] = {}
         mask_logits = mask_prob = None
@@ -143,13 +190,22 @@ class Aggregator(nn.Module):
                 mask_prob = torch.sigmoid(mask_logits)
             intermediates = []
             for kind in c.aa_order:
+                cache = None if caches is None else caches.get(f"{kind}{i}")
                 if kind == "frame":
                     mode = routing[i]
-                    out = self.frame_blocks[i](route(tokens, mode), pos=route(pos, mode))
+                    mask = temporal_causal if mode == "temporal" else None
+                    out = self.frame_blocks[i](route(tokens, mode), pos=route(pos, mode), attn_mask=mask, cache=cache)
                     tokens = unroute(out, mode, B, T, V)
                 else:
-                    bias = None if mask_prob is None else self.dynamics_mask.bias(mask_prob, i, S, N, ps)
-                    out = self.global_blocks[i](tokens.reshape(B, S * N, C), pos=flat_pos, attn_mask=bias)
+                    x = tokens.reshape(B, S * N, C)
+                    if cache is not None:
+                        if mask_prob is not None:
+                            key_mask = self.dynamics_mask.key_mask(mask_prob, S, N, ps)
+                            cache.stage_key_mask(key_mask, self.dynamics_mask.layer_query_strengths(i, N, ps).repeat(S))
+                        out = self.global_blocks[i](x, pos=flat_pos, cache=cache)
+                    else:
+                        bias = None if mask_prob is None else self.dynamics_mask.bias(mask_prob, i, S, N, ps)
+                        out = self.global_blocks[i](x, pos=flat_pos, attn_mask=with_causal(bias, global_causal))
                     tokens = out.reshape(B, T, V, N, C)
                 intermediates.append(tokens)
             if i in wanted:

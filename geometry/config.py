@@ -43,6 +43,16 @@ class GeometryConfig:
         point_head / track_head: build these heads (VGGT's enable_point / enable_track).
         track_*: TrackHead sizes (VGGT: 128 latent, 7 levels, radius 4, 384 hidden, 6 blocks).
         frames_chunk_size: frames processed at once by the DPT heads (memory bound).
+        causal_time: block-causal over time (seed 002): global attention, temporal frame
+            attention and the camera trunk never let a token see a later time step, so a model
+            trained this way streams exactly (`GeometryModel.stream`).
+        stream_budget: total KV-cache tokens per sample over the aggregator's cached layers in
+            `GeometryModel.stream` (None: unbounded, exact); split per layer by
+            `geometry.eviction.split_budget`.
+        stream_camera_budget: the same for the camera-head trunk caches; None derives it from
+            `stream_budget` (see `geometry.streaming.GeometryStream`).
+        stream_rotated_keys: cache keys after q/k norm and RoPE (True, see
+            `geometry.kv_cache.KVCache`) or raw keys with positions (False).
     """
 
     img_size: int = 378
@@ -82,6 +92,10 @@ class GeometryConfig:
     track_virtual: int = 64
     track_iterations: int = 4
     frames_chunk_size: int = 8
+    causal_time: bool = False
+    stream_budget: int | None = None
+    stream_camera_budget: int | None = None
+    stream_rotated_keys: bool = True
 
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:
@@ -100,6 +114,9 @@ class GeometryConfig:
         if self.track_features % 4 or self.track_hidden % 8:
             raise ValueError(f"track_features={self.track_features} must be a multiple of 4 and "
                              f"track_hidden={self.track_hidden} a multiple of 8 (attention heads)")
+        for name in ("stream_budget", "stream_camera_budget"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be a positive token count or None")
         if self.stage_boundaries is not None:
             s1, s2 = self.stage_boundaries
             if not 0 <= s1 <= s2 <= self.depth:

@@ -25,6 +25,24 @@ def query_strengths(tokens_per_frame: int, patch_start_idx: int, gamma: torch.Te
     return torch.cat([gamma.reshape(1), registers, patches])
 
 
+def token_key_mask(mask: torch.Tensor, num_frames: int, tokens_per_frame: int, patch_start_idx: int) -> torch.Tensor:
+    """Patch mask `[B, S*P]` -> per-token key mask `[B, S*N]`, 0 at the special tokens.
+
+    Example (N=3, patch_start_idx=1, S=1): `[[0.2, 0.7]]` -> `[[0, 0.2, 0.7]]`.
+    """
+    B = mask.shape[0]
+    m = mask.reshape(B, num_frames, tokens_per_frame - patch_start_idx)
+    return torch.cat([m.new_zeros(B, num_frames, patch_start_idx), m], dim=-1).reshape(B, num_frames * tokens_per_frame)
+
+
+def suppression_bias(strengths: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """`log(1 - s_q * m_k)` (clamped at log 1e-6) for broadcastable query strengths and key masks.
+
+    Example: s_q = 0.5, m_k = 0.5 -> log(0.75); s_q = 1, m_k = 1 -> log(1e-6).
+    """
+    return torch.log((1.0 - strengths * key_mask).clamp_min(LOG_EPS))
+
+
 def dynamics_key_bias(mask: torch.Tensor, strengths: torch.Tensor, num_frames: int, patch_start_idx: int) -> torch.Tensor:
     """Additive attention bias `[B, 1, S*N, S*N]` for global attention over S frames of N tokens.
 
@@ -36,10 +54,8 @@ def dynamics_key_bias(mask: torch.Tensor, strengths: torch.Tensor, num_frames: i
     """
     B = mask.shape[0]
     N = strengths.shape[0]
-    m = mask.reshape(B, num_frames, N - patch_start_idx)
-    m = torch.cat([m.new_zeros(B, num_frames, patch_start_idx), m], dim=-1).reshape(B, 1, 1, num_frames * N)
-    s = strengths.repeat(num_frames).reshape(1, 1, num_frames * N, 1)
-    return torch.log((1.0 - s * m).clamp_min(LOG_EPS))
+    m = token_key_mask(mask, num_frames, N, patch_start_idx).reshape(B, 1, 1, num_frames * N)
+    return suppression_bias(strengths.repeat(num_frames).reshape(1, 1, num_frames * N, 1), m)
 
 
 class SpatialMaskHead(nn.Module):
@@ -68,8 +84,17 @@ class DynamicsMask(nn.Module):
         self.gates = nn.Parameter(torch.zeros(depth))
         self.strength = nn.Parameter(torch.zeros(()))
 
+    def layer_query_strengths(self, layer: int, tokens_per_frame: int, patch_start_idx: int) -> torch.Tensor:
+        """Query strengths `[tokens_per_frame]` of global layer `layer`."""
+        return query_strengths(tokens_per_frame, patch_start_idx, torch.sigmoid(self.gates[layer]))
+
+    def key_mask(self, mask_prob: torch.Tensor, num_frames: int, tokens_per_frame: int,
+                 patch_start_idx: int) -> torch.Tensor:
+        """Per-token key values `strength * m` `[B, S*N]` (0 at special tokens) for a KV cache."""
+        return token_key_mask(self.strength * mask_prob, num_frames, tokens_per_frame, patch_start_idx)
+
     def bias(self, mask_prob: torch.Tensor, layer: int, num_frames: int, tokens_per_frame: int,
              patch_start_idx: int) -> torch.Tensor:
         """Key bias of global layer `layer` for dynamic probabilities `mask_prob [B, S*P]`."""
-        strengths = query_strengths(tokens_per_frame, patch_start_idx, torch.sigmoid(self.gates[layer]))
+        strengths = self.layer_query_strengths(layer, tokens_per_frame, patch_start_idx)
         return dynamics_key_bias(self.strength * mask_prob, strengths, num_frames, patch_start_idx)

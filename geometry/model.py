@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import torch
 from torch import nn
 
 from geometry.aggregator import Aggregator, AggregatorOutput
 from geometry.config import GeometryConfig
 from geometry.heads import CameraHead, DPTHead, TrackHead
+from geometry.kv_cache import KVCache
+from geometry.streaming import Frame, FrameWriter, GeometryStream, run_stream
 
 
 class GeometryModel(nn.Module):
@@ -26,7 +31,7 @@ class GeometryModel(nn.Module):
         dim_in = c.embed_dim * len(c.aa_order)
         self.aggregator = Aggregator(c)
         self.camera_head = CameraHead(dim_in, c.camera_trunk_depth, c.num_heads, c.mlp_ratio, c.init_values,
-                                      c.camera_iterations, c.max_views, c.camera_view_hidden)
+                                      c.camera_iterations, c.max_views, c.camera_view_hidden, c.causal_time)
         dpt = dict(dim_in=dim_in, patch_size=c.patch_size, features=c.dpt_features, out_channels=c.dpt_out_channels,
                    layers=c.dpt_layers, chunk_size=c.frames_chunk_size)
         self.depth_head = DPTHead(output_dim=2, activation="exp", **dpt)
@@ -47,15 +52,26 @@ class GeometryModel(nn.Module):
             out.update(track=tracks[-1], track_list=tracks, vis=vis, track_conf=conf)
         return out
 
-    def heads(self, agg: AggregatorOutput, static_cameras: bool | None = None) -> dict[str, torch.Tensor]:
+    def stream(self, frames: Iterable[Frame], frame_writer: FrameWriter | None = None) -> list[dict[str, Any]]:
+        """Streaming inference over `frames`, one time step each (`[B, V, 3, H, W]` or legacy
+        `[B, 3, H, W]`, or a mapping with "images"), with the config's cache budgets; returns the
+        per-step predictions and calls `frame_writer(i, frame, predictions)` (see `GeometryStream`)."""
+        c = self.config
+        stream = GeometryStream(self, c.stream_budget, c.stream_camera_budget, c.stream_rotated_keys)
+        return run_stream(stream, frames, frame_writer)
+
+    def heads(self, agg: AggregatorOutput, static_cameras: bool | None = None,
+              camera_caches: list[KVCache] | None = None) -> dict[str, torch.Tensor]:
         """Run the camera and dense heads on an aggregator output (legacy input never uses static
         cameras). Tracks `[B, S, N, 2]` with visibility/confidence `[B, S, N]` come from `forward`
-        when `query_points` `[B, N, 2]` (pixels in frame 0) are given."""
+        when `query_points` `[B, N, 2]` (pixels in frame 0) are given. `camera_caches`: streaming
+        (per-step cameras, see `CameraHead`)."""
         static = (self.config.static_cameras if static_cameras is None else static_cameras) and not agg.legacy
+        static = static and camera_caches is None
         B = agg.layers[max(agg.layers)].shape[0]
         T, V = agg.num_times, agg.num_views
         frames = (B, T) if agg.legacy else (B, T, V)
-        poses = self.camera_head(agg, static=static)
+        poses = self.camera_head(agg, static=static, caches=camera_caches)
         if agg.legacy:
             poses = [p.reshape(B, T, -1) for p in poses]
         depth, depth_conf = self.depth_head(agg)

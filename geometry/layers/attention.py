@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from geometry.layers.rope import RotaryPositionEmbedding2D
+
+if TYPE_CHECKING:
+    from geometry.kv_cache import KVCache
 
 KV = tuple[torch.Tensor, torch.Tensor]
 
@@ -17,7 +22,9 @@ class Attention(nn.Module):
     `attn_mask` is passed to `F.scaled_dot_product_attention`: boolean (True = may attend) or an
     additive float bias, broadcastable to `[B, heads, N, N_kv]`. `past_kv` (k, v of earlier tokens,
     `[B, heads, M, D]`, already normalised and rotated) is prepended to this call's keys/values,
-    and `return_kv=True` also returns the full (k, v) so a caller can keep a cache.
+    and `return_kv=True` also returns the full (k, v) so a caller can keep a cache. `cache` (a
+    `geometry.kv_cache.KVCache`, streaming) instead appends this call's k/v to the cache in place
+    and attends over everything cached; the cache supplies the mask.
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = True,
@@ -31,13 +38,25 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.rope = rope
 
+    def prepare_keys(self, k: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
+        """Raw keys `[B, heads, N, D]` -> normalised and rotated (positions `[B, N, 2]` or `[B, heads, N, 2]`)."""
+        k = self.k_norm(k)
+        return self.rope(k, pos) if self.rope is not None and pos is not None else k
+
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
-                past_kv: KV | None = None, return_kv: bool = False) -> torch.Tensor | tuple[torch.Tensor, KV]:
+                past_kv: KV | None = None, return_kv: bool = False,
+                cache: KVCache | None = None) -> torch.Tensor | tuple[torch.Tensor, KV]:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k = self.q_norm(q), self.k_norm(k)
+        q = self.q_norm(q)
         if self.rope is not None and pos is not None:
-            q, k = self.rope(q, pos), self.rope(k, pos)
+            q = self.rope(q, pos)
+        if cache is not None:
+            if attn_mask is not None or past_kv is not None:
+                raise ValueError("a cached attention call takes its mask from the cache; got attn_mask/past_kv too")
+            k, v, attn_mask = cache.update(k, v, pos, self.prepare_keys)
+        else:
+            k = self.prepare_keys(k, pos)
         if past_kv is not None:
             k = torch.cat([past_kv[0], k], dim=2)
             v = torch.cat([past_kv[1], v], dim=2)

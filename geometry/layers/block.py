@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from geometry.layers.attention import KV, Attention
 from geometry.layers.mlp import Mlp
 from geometry.layers.rope import RotaryPositionEmbedding2D
+
+if TYPE_CHECKING:
+    from geometry.kv_cache import KVCache
 
 
 class LayerScale(nn.Module):
@@ -22,7 +27,8 @@ class LayerScale(nn.Module):
 
 
 class Block(nn.Module):
-    """`x + ls1(attn(norm1(x))) ; x + ls2(mlp(norm2(x)))` on `[B, N, C]`."""
+    """`x + ls1(attn(norm1(x))) ; x + ls2(mlp(norm2(x)))` on `[B, N, C]` (see `Attention` for the
+    mask, past_kv and streaming `cache` arguments)."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  qk_norm: bool = True, init_values: float = 0.01, rope: RotaryPositionEmbedding2D | None = None) -> None:
@@ -35,8 +41,9 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim, init_values)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
-                past_kv: KV | None = None, return_kv: bool = False) -> torch.Tensor | tuple[torch.Tensor, KV]:
-        attn = self.attn(self.norm1(x), pos=pos, attn_mask=attn_mask, past_kv=past_kv, return_kv=return_kv)
+                past_kv: KV | None = None, return_kv: bool = False,
+                cache: KVCache | None = None) -> torch.Tensor | tuple[torch.Tensor, KV]:
+        attn = self.attn(self.norm1(x), pos=pos, attn_mask=attn_mask, past_kv=past_kv, return_kv=return_kv, cache=cache)
         if return_kv:
             attn, kv = attn
         x = x + self.ls1(attn)

@@ -30,7 +30,8 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 
 
 class RotaryPositionEmbedding2D(nn.Module):
-    """Rotate q or k `[B, heads, N, D]` by positions `[B, N, 2]` (D divisible by 4)."""
+    """Rotate q or k `[B, heads, N, D]` by positions `[B, N, 2]`, or per head `[B, heads, N, 2]`
+    (a streaming cache whose heads keep different tokens); D divisible by 4."""
 
     def __init__(self, frequency: float = 100.0) -> None:
         super().__init__()
@@ -40,8 +41,10 @@ class RotaryPositionEmbedding2D(nn.Module):
         work = torch.promote_types(dtype, torch.float32)  # angles in at least float32
         exponents = torch.arange(0, dim, 2, device=positions.device, dtype=work) / dim
         inv_freq = self.frequency ** (-exponents)
-        angles = positions.to(work).unsqueeze(-1) * inv_freq  # [B, N, dim/2]
-        angles = torch.cat([angles, angles], dim=-1).unsqueeze(1)  # [B, 1, N, dim]
+        angles = positions.to(work).unsqueeze(-1) * inv_freq  # [B, N, dim/2] or [B, heads, N, dim/2]
+        angles = torch.cat([angles, angles], dim=-1)
+        if angles.dim() == 3:
+            angles = angles.unsqueeze(1)  # [B, 1, N, dim]: shared by the heads
         return angles.cos().to(dtype), angles.sin().to(dtype)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
