@@ -26,7 +26,9 @@ class VoxelGaussianModel(nn.Module):
     Pass 1 (no grad) runs the patch path (`self.geometry`) for depth and cameras, unless the batch
     gives them (ground truth); pass 2 runs patch embed -> ViewMixer -> voxelization per time step
     -> the same aggregator's blocks on voxel tokens -> VoxelGaussianHead (teacher, per view),
-    FusionHead + FusedGaussianHead (student) -> GaussianRenderer (student Gaussians, every camera).
+    FusionHead + FusedGaussianHead (student) -> GaussianRenderer (student Gaussians into every
+    camera; each view's teacher Gaussians into its own camera, so the teacher learns from pixels
+    and the student from pixels and the teacher).
     """
 
     def __init__(self, geometry_config: GeometryConfig, voxel_config: VoxelConfig) -> None:
@@ -45,15 +47,18 @@ class VoxelGaussianModel(nn.Module):
 
     @torch.no_grad()
     def first_pass(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Patch path without gradients -> depth, confidence `[B, T, V, H, W]`, intrinsics
+        """Patch path (aggregator, camera and depth heads) without gradients -> depth, confidence `[B, T, V, H, W]`, intrinsics
         `[B, T, V, 3, 3]`, extrinsics `[B, T, V, 3, 4]`."""
         B, T, V, _, H, W = images.shape
-        out = self.geometry(images)
-        extrinsics, intrinsics = pose_encoding_to_extri_intri(out["pose_enc"], (H, W))
+        agg = self.geometry.aggregator(images)
+        pose_enc = self.geometry.camera_head(agg, static=self.config.static_cameras)[-1]
+        depth, depth_conf = self.geometry.depth_head(agg)
+        extrinsics, intrinsics = pose_encoding_to_extri_intri(pose_enc, (H, W))
         if extrinsics.dim() == 4:  # static cameras: [B, V, ...] -> every time step
             extrinsics = extrinsics.unsqueeze(1).expand(B, T, V, 3, 4)
             intrinsics = intrinsics.unsqueeze(1).expand(B, T, V, 3, 3)
-        return {"depth": out["depth"], "depth_conf": out["depth_conf"], "intrinsics": intrinsics, "extrinsics": extrinsics}
+        return {"depth": depth.reshape(B, T, V, H, W), "depth_conf": depth_conf.reshape(B, T, V, H, W),
+                "intrinsics": intrinsics, "extrinsics": extrinsics}
 
     def patch_features(self, images: torch.Tensor) -> torch.Tensor:
         """Images `[B, T, V, 3, H, W]` -> patch tokens after the ViewMixer `[B, T, V, P, C]`."""
@@ -93,8 +98,6 @@ class VoxelGaussianModel(nn.Module):
         tokens = agg.layers[c.depth - 1][:, :, agg.patch_start_idx:]  # [B, T, N, 2C]
         size = voxels.voxel_size.view(B, 1, 1)
         teacher_raw, teacher_offset = self.teacher_head(tokens, voxels.view_features, voxels.rgb)
-        teacher_means = voxels.centres.unsqueeze(2) + self.voxel_config.offset_scale * size.unsqueeze(-1).unsqueeze(-1) \
-            * torch.tanh(teacher_offset)
         visibility = (voxels.view_count > 0).to(tokens.dtype)
         fusion = self.fusion_head(tokens.unsqueeze(2).expand(B, T, V, *tokens.shape[2:]), voxels.view_weight, visibility,
                                   voxels.ids, voxels.xyz, voxels.valid, voxels.static)
@@ -104,12 +107,28 @@ class VoxelGaussianModel(nn.Module):
         gaussians = activate_gaussians(student_raw, student_offset, centres, size.expand(fusion.ids.shape), fusion.valid,
                                        self.voxel_config.offset_scale)
         out = {"voxels": voxels, "voxel_tokens": tokens, "fusion": fusion, "teacher_params": teacher_raw,
-               "teacher_means": teacher_means, "student_params": student_raw, "gaussians": gaussians,
+               "student_params": student_raw, "gaussians": gaussians,
                "matches": self.tracker(fusion.ids, fusion.valid), "depth": depth, "intrinsics": intrinsics,
                "extrinsics": extrinsics}
         if render:
-            out["render"] = self.renderer(gaussians, intrinsics.to(tokens.dtype), extrinsics.to(tokens.dtype), (H, W))
+            K, E = intrinsics.to(tokens.dtype), extrinsics.to(tokens.dtype)
+            out["render"] = self.renderer(gaussians, K, E, (H, W))
+            out["teacher_render"] = self._render_teacher(teacher_raw, teacher_offset, voxels, K, E, (H, W))
         return out
+
+    def _render_teacher(self, raw: torch.Tensor, offset: torch.Tensor, voxels, K: torch.Tensor, E: torch.Tensor,
+                        image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """Each view's teacher Gaussians (of the voxels that view saw) rendered into that view only:
+        raw `[B, T, V, N, 83]` -> images `[B, T, V, 3, H, W]` etc."""
+        B, T, V, N = raw.shape[:4]
+        size = voxels.voxel_size.view(B, 1, 1, 1).expand(B, T, V, N)
+        valid = voxels.valid.unsqueeze(2) & (voxels.view_count > 0)
+        centres = voxels.centres.unsqueeze(2).expand(B, T, V, N, 3)
+        g = activate_gaussians(raw.reshape(B, T * V, N, -1), offset.reshape(B, T * V, N, 3),
+                               centres.reshape(B, T * V, N, 3), size.reshape(B, T * V, N), valid.reshape(B, T * V, N),
+                               self.voxel_config.offset_scale)
+        out = self.renderer(g, K.reshape(B, T * V, 1, 3, 3), E.reshape(B, T * V, 1, 3, 4), image_size)
+        return {k: v.reshape(B, T, V, *v.shape[3:]) for k, v in out.items()}
 
     @staticmethod
     def _fused_rgb(voxels, ids: torch.Tensor) -> torch.Tensor:
