@@ -1,0 +1,51 @@
+"""Train the geovla policy on a local LeRobotDataset.
+
+    accelerate launch scripts/train_policy.py --config configs/demo_reach_tiny.yaml
+    python scripts/train_policy.py --config configs/demo_reach_tiny.yaml steps=200 policy.chunk_size=8
+    python scripts/train_policy.py --config ... --resume          # continue from the last checkpoint
+
+Overrides are ``key=value`` pairs (YAML values; ``policy.<field>`` sets a GeoVLAConfig field).
+Multi-GPU: ``accelerate launch --num_processes N`` (see the README for an FSDP config).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import yaml
+
+from policies.training import TrainConfig, train
+
+
+def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
+    values = yaml.safe_load(Path(path).read_text()) if path else {}
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} must look like key=value or policy.field=value")
+        key, raw = item.split("=", 1)
+        target = values
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = yaml.safe_load(raw)
+    return TrainConfig.from_dict(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", help="YAML file with TrainConfig fields")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides")
+    args = parser.parse_args()
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, resume=args.resume)
+    losses = result["losses"]
+    summary = {"final_policy": result["final_dir"], "steps": result["steps"], "seconds": round(result["seconds"], 1),
+               "final_loss": losses[max(losses)] if losses else None}
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

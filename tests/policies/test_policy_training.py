@@ -1,0 +1,69 @@
+import json
+
+import gymnasium as gym
+import pytest
+
+import envs
+from envs.recording import record_demos
+from policies.modeling_geovla import GeoVLAPolicy
+from policies.training import StepBatchSampler, TrainConfig, latest_checkpoint, train
+
+
+@pytest.fixture(scope="module")
+def dataset_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train") / "reach"
+    env = gym.make(envs.TABLETOP_ID, task="reach", image_size=32, geometry=True)
+    record_demos(env, envs.make_expert(env), root, num_episodes=2, progress=False)
+    env.close()
+    return root
+
+
+def _config(root, output, **overrides):
+    values = dict(dataset_root=str(root), output_dir=str(output), steps=4, batch_size=4, save_every=2,
+                  log_every=1, policy={"image_size": 32})
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_step_sampler_resumes_mid_epoch():
+    full = StepBatchSampler(10, 4, seed=3)
+    batches = [b for b, _ in zip(full, range(7))]
+    resumed = [b for b, _ in zip(StepBatchSampler(10, 4, seed=3, start_step=3), range(4))]
+    assert resumed == batches[3:]
+    assert sorted(batches[0] + batches[1]) != list(range(8)) or batches[0] != batches[2]
+    assert all(len(b) == 4 and len(set(b)) == 4 for b in batches)
+
+
+def test_resumed_run_continues_the_same_loss_curve(dataset_root, tmp_path):
+    def crash_after_checkpoint(policy, step):
+        if step == 3:
+            raise RuntimeError("simulated crash")
+        return {}
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train(_config(dataset_root, tmp_path / "crashed", eval_every=1), evaluate=crash_after_checkpoint, progress=False)
+    assert latest_checkpoint(tmp_path / "crashed").name == "step_000002"
+    resumed = train(_config(dataset_root, tmp_path / "crashed"), resume=True, progress=False)
+    straight = train(_config(dataset_root, tmp_path / "straight"), progress=False)
+    assert list(resumed["losses"]) == [3, 4]
+    for step in (3, 4):
+        assert resumed["losses"][step] == straight["losses"][step]
+
+    records = [json.loads(line) for line in (tmp_path / "crashed" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4]
+    assert any((tmp_path / "straight" / "tensorboard").iterdir())
+    policy = GeoVLAPolicy.from_pretrained(straight["final_dir"])
+    assert policy.processors is not None
+
+
+def test_refuses_to_mix_runs(dataset_root, tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(_config(dataset_root, tmp_path / "new"), resume=True, progress=False)
+    train(_config(dataset_root, tmp_path / "run", steps=2), progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(_config(dataset_root, tmp_path / "run", steps=2), progress=False)
+
+
+def test_unknown_config_keys_are_rejected():
+    with pytest.raises(ValueError, match="unknown training config keys"):
+        TrainConfig.from_dict({"dataset_root": "x", "output_dir": "y", "stepz": 3})
