@@ -30,6 +30,7 @@ from lerobot.processor.converters import (
 
 from policies.configuration_geovla import GeoVLAConfig
 from policies.geovla_model import GeoVLAModel, geometry_targets
+from policies.processor_geovla import GeoVLATokenizerStep  # noqa: F401  (registers the step load_processors needs)
 from policies.robot_observation import CAMERA_MASK_KEY, robot_observation_to_batch
 
 ACTION_IS_PAD = "action_is_pad"
