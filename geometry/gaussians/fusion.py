@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from geometry.voxel.voxelize import pad_stack
+from geometry.padding import pad_stack
 
 
 @dataclass

@@ -98,6 +98,8 @@ class VoxelGaussianModel(nn.Module):
         tokens = agg.layers[c.depth - 1][:, :, agg.patch_start_idx:]  # [B, T, N, 2C]
         size = voxels.voxel_size.view(B, 1, 1)
         teacher_raw, teacher_offset = self.teacher_head(tokens, voxels.view_features, voxels.rgb)
+        # visibility: the view saw the voxel; confidence: the view's share of the voxel's
+        # softmax-of-confidence pixel weight (the 0.1 threshold drops views adding under 10 %)
         visibility = (voxels.view_count > 0).to(tokens.dtype)
         fusion = self.fusion_head(tokens.unsqueeze(2).expand(B, T, V, *tokens.shape[2:]), voxels.view_weight, visibility,
                                   voxels.ids, voxels.xyz, voxels.valid, voxels.static)

@@ -9,6 +9,7 @@ from torch import nn
 
 from geometry.layers import Mlp
 from geometry.losses import unproject_depth
+from geometry.padding import pad_stack
 from geometry.voxel.config import VoxelConfig
 from geometry.voxel.morton import id_cells
 from geometry.voxel.scatter import assign_voxels, clip_voxel_size, segment_softmax, weighted_scatter
@@ -40,17 +41,6 @@ class VoxelGrid:
     view_weight: torch.Tensor
     view_count: torch.Tensor
     static: torch.Tensor | None
-
-
-def pad_stack(items: list[torch.Tensor], length: int, fill: float | int = 0) -> torch.Tensor:
-    """Pad each `[n_i, ...]` along dim 0 to `length` with `fill` and stack -> `[len(items), length, ...]`.
-
-    Example: `[tensor([1, 2]), tensor([3])]`, length 3, fill -1 -> `[[1, 2, -1], [3, -1, -1]]`.
-    """
-    out = items[0].new_full((len(items), length, *items[0].shape[1:]), fill)
-    for i, item in enumerate(items):
-        out[i, :item.shape[0]] = item
-    return out
 
 
 def pixel_patch_index(H: int, W: int, grid: tuple[int, int], stride: int, device: torch.device) -> torch.Tensor:

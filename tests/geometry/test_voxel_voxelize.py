@@ -9,7 +9,8 @@ from geometry.losses import unproject_depth
 from geometry.voxel.config import make_voxel_config
 from geometry.voxel.morton import cell_ids
 from geometry.voxel.scatter import assign_voxels, clip_voxel_size, occupied_count, segment_softmax, weighted_scatter
-from geometry.voxel.voxelize import VoxelizationModule, pad_stack, pixel_patch_index
+from geometry.padding import pad_stack
+from geometry.voxel.voxelize import VoxelizationModule, pixel_patch_index
 
 H = W = 32
 
