@@ -1,0 +1,39 @@
+"""Builders of tiny 32-px geovla configs and policies on a recorded dataset (used by the tests here)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from lerobot.configs.types import FeatureType
+from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+from lerobot.datasets.utils import dataset_to_policy_features
+
+from policies.configuration_geovla import GeoVLAConfig
+from policies.modeling_geovla import GeoVLAPolicy
+from policies.processor_geovla import make_geovla_pre_post_processors
+
+IMAGE_SIZE = 32
+CAMERAS = ("front", "left", "right", "wrist")
+
+
+def make_config(meta: LeRobotDatasetMetadata, **overrides: Any) -> GeoVLAConfig:
+    """A tiny 32-px config whose features are the dataset's (geometry keys dropped by the policy)."""
+    features = dataset_to_policy_features(meta.features)
+    return GeoVLAConfig(
+        device="cpu",
+        image_size=IMAGE_SIZE,
+        push_to_hub=False,
+        input_features={k: f for k, f in features.items() if f.type is not FeatureType.ACTION},
+        output_features={k: f for k, f in features.items() if f.type is FeatureType.ACTION},
+        **overrides,
+    )
+
+
+def make_policy(meta: LeRobotDatasetMetadata, seed: int = 0, **overrides: Any) -> GeoVLAPolicy:
+    """A tiny policy with its processors (dataset stats) attached."""
+    torch.manual_seed(seed)
+    config = make_config(meta, **overrides)
+    policy = GeoVLAPolicy(config)
+    policy.attach_processors(*make_geovla_pre_post_processors(config, dataset_stats=meta.stats))
+    return policy
