@@ -201,7 +201,7 @@ class Aggregator(nn.Module):
                     if cache is not None:
                         if mask_prob is not None:
                             key_mask = self.dynamics_mask.key_mask(mask_prob, S, N, ps)
-                            cache.stage_key_mask(key_mask, self.dynamics_mask.layer_query_strengths(i, N, ps).repeat(S))
+                            cache.stage_key_mask(key_mask, self.dynamics_mask.layer_query_groups(i, S, N, ps))
                         out = self.global_blocks[i](x, pos=flat_pos, cache=cache)
                     else:
                         bias = None if mask_prob is None else self.dynamics_mask.bias(mask_prob, i, S, N, ps)

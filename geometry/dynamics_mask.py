@@ -25,6 +25,22 @@ def query_strengths(tokens_per_frame: int, patch_start_idx: int, gamma: torch.Te
     return torch.cat([gamma.reshape(1), registers, patches])
 
 
+def query_groups(num_frames: int, tokens_per_frame: int, patch_start_idx: int,
+                 gamma: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor | float | None]]:
+    """Query positions of S frames grouped by strength: (indices, strength) for the camera tokens
+    (gamma), the registers (1) and the patches (None: never biased).
+
+    A streaming cache biases each group with one key row `[.., 1, L]` instead of a dense
+    `[.., n, L]` bias. Example (S=2, N=4, patch_start_idx=2): cameras `[0, 4]`, registers
+    `[1, 5]`, patches `[2, 3, 6, 7]`.
+    """
+    device = gamma.device
+    starts = torch.arange(num_frames, device=device).unsqueeze(1) * tokens_per_frame
+    registers = (starts + torch.arange(1, patch_start_idx, device=device)).flatten()
+    patches = (starts + torch.arange(patch_start_idx, tokens_per_frame, device=device)).flatten()
+    return [(starts.flatten(), gamma), (registers, 1.0), (patches, None)]
+
+
 def token_key_mask(mask: torch.Tensor, num_frames: int, tokens_per_frame: int, patch_start_idx: int) -> torch.Tensor:
     """Patch mask `[B, S*P]` -> per-token key mask `[B, S*N]`, 0 at the special tokens.
 
@@ -84,9 +100,10 @@ class DynamicsMask(nn.Module):
         self.gates = nn.Parameter(torch.zeros(depth))
         self.strength = nn.Parameter(torch.zeros(()))
 
-    def layer_query_strengths(self, layer: int, tokens_per_frame: int, patch_start_idx: int) -> torch.Tensor:
-        """Query strengths `[tokens_per_frame]` of global layer `layer`."""
-        return query_strengths(tokens_per_frame, patch_start_idx, torch.sigmoid(self.gates[layer]))
+    def layer_query_groups(self, layer: int, num_frames: int, tokens_per_frame: int,
+                           patch_start_idx: int) -> list[tuple[torch.Tensor, torch.Tensor | float | None]]:
+        """`query_groups` of global layer `layer` (camera strength gamma_l)."""
+        return query_groups(num_frames, tokens_per_frame, patch_start_idx, torch.sigmoid(self.gates[layer]))
 
     def key_mask(self, mask_prob: torch.Tensor, num_frames: int, tokens_per_frame: int,
                  patch_start_idx: int) -> torch.Tensor:
@@ -96,5 +113,5 @@ class DynamicsMask(nn.Module):
     def bias(self, mask_prob: torch.Tensor, layer: int, num_frames: int, tokens_per_frame: int,
              patch_start_idx: int) -> torch.Tensor:
         """Key bias of global layer `layer` for dynamic probabilities `mask_prob [B, S*P]`."""
-        strengths = self.layer_query_strengths(layer, tokens_per_frame, patch_start_idx)
+        strengths = query_strengths(tokens_per_frame, patch_start_idx, torch.sigmoid(self.gates[layer]))
         return dynamics_key_bias(self.strength * mask_prob, strengths, num_frames, patch_start_idx)

@@ -8,8 +8,10 @@ import torch
 
 from geometry.dynamics_mask import suppression_bias
 from geometry.eviction import compaction_moves, keep_mask, similarity_scores, split_budget
+from geometry.layers.attention import GroupMasks
 
 PrepareKeys = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+QueryStrengths = list[tuple[torch.Tensor, torch.Tensor | float | None]]
 
 
 class KVCache:
@@ -28,8 +30,10 @@ class KVCache:
     schemes that re-index cached tokens); both give the same outputs.
 
     With `key_mask=True` the cache also keeps each key's dynamics-mask value (global attention
-    after stage 1); `stage_key_mask` hands the next step's values and query strengths to `update`,
-    which then returns the additive bias `log(1 - s_q * m_k)` over the cached keys.
+    after stage 1); `stage_key_mask` hands the next step's values and query groups to `update`,
+    which then returns per query group the additive bias `log(1 - s * m_k)` as one row
+    `[R, H, 1, length]` (see `geometry.layers.attention.GroupMasks`): the bias costs O(length) a
+    step, not O(queries x length).
     """
 
     def __init__(self, rows_per_sample: int = 1, rotated: bool = True, key_mask: bool = False) -> None:
@@ -39,7 +43,7 @@ class KVCache:
         self.length = 0
         self.anchors = 0
         self.has_key_mask = key_mask
-        self._staged: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._staged: tuple[torch.Tensor, QueryStrengths] | None = None
         self._attended_keys: torch.Tensor | None = None
 
     @property
@@ -47,9 +51,16 @@ class KVCache:
         """Cached tokens per batch sample (summed over its rows), the unit of the budgets."""
         return self.length * self.rows_per_sample
 
-    def stage_key_mask(self, key_mask: torch.Tensor, strengths: torch.Tensor) -> None:
-        """Dynamics-mask values `[R, n]` of the next update's keys and query strengths `[n]`."""
-        self._staged = (key_mask, strengths)
+    @property
+    def nbytes(self) -> int:
+        """Bytes allocated by the buffers (capacity, not length)."""
+        return sum(b.numel() * b.element_size() for b in self.buffers.values())
+
+    def stage_key_mask(self, key_mask: torch.Tensor, groups: QueryStrengths) -> None:
+        """Dynamics-mask values `[R, n]` of the next update's keys, and its queries grouped by
+        strength: (query indices, strength s or None for no bias), from
+        `geometry.dynamics_mask.query_groups`."""
+        self._staged = (key_mask, groups)
 
     def _append(self, fields: dict[str, torch.Tensor]) -> None:
         n = next(iter(fields.values())).shape[2]
@@ -67,12 +78,11 @@ class KVCache:
         self.length = needed
 
     def update(self, k: torch.Tensor, v: torch.Tensor, pos: torch.Tensor | None,
-               prepare_keys: PrepareKeys) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+               prepare_keys: PrepareKeys) -> tuple[torch.Tensor, torch.Tensor, GroupMasks | None]:
         """Append raw keys `k` and values `v` `[R, H, n, D]` (positions `[R, n, 2]` or None).
 
         Returns the keys (normalised and rotated by `prepare_keys`) and values over all cached
-        tokens `[R, H, length, D]` and the attention bias `[R, H, n, length]` (None without a
-        key mask).
+        tokens `[R, H, length, D]` and the per-query-group bias rows (None without a key mask).
         """
         fields = {"v": v}
         if self.rotated:
@@ -84,15 +94,17 @@ class KVCache:
         if self.has_key_mask:
             if self._staged is None:
                 raise ValueError("this cache keeps dynamics-mask values: call stage_key_mask before update")
-            key_mask, strengths = self._staged
+            key_mask, groups = self._staged
             fields["m"] = key_mask.unsqueeze(1).expand(-1, k.shape[1], -1).to(v.dtype)
             self._staged = None
         self._append(fields)
         view = {name: buf[:, :, : self.length] for name, buf in self.buffers.items()}
         keys = view["k"] if self.rotated else prepare_keys(view["k"], view.get("pos"))
         self._attended_keys = keys
-        bias = suppression_bias(strengths.to(v.dtype)[:, None], view["m"][:, :, None, :]) if self.has_key_mask else None
-        return keys, view["v"], bias
+        if not self.has_key_mask:
+            return keys, view["v"], None
+        m = view["m"].unsqueeze(2)
+        return keys, view["v"], [(idx, None if s is None else suppression_bias(s, m)) for idx, s in groups]
 
     def evict(self, budget: int) -> torch.Tensor:
         """Shrink to `budget` tokens per sample; returns the layer's mean similarity score.
@@ -147,6 +159,10 @@ class CacheGroup:
     @property
     def tokens(self) -> int:
         return sum(c.tokens for c in self.caches)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(c.nbytes for c in self.caches)
 
 
 __all__ = ["CacheGroup", "KVCache"]

@@ -68,6 +68,11 @@ class GeometryStream:
         """Tokens per sample held by all caches now."""
         return sum(g.tokens for g in self.groups)
 
+    @property
+    def cache_bytes(self) -> int:
+        """Bytes allocated by all cache buffers now."""
+        return sum(g.nbytes for g in self.groups)
+
     def _layout(self, images: torch.Tensor) -> tuple[bool, int, int, int, int]:
         if not isinstance(images, torch.Tensor) or images.dim() not in (4, 5):
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
@@ -110,7 +115,8 @@ class GeometryStream:
         self._check_layout(layout)
         legacy, _, V, H, W = layout
         clip = images.unsqueeze(1)
-        intr, extr = (None if x is None else x.unsqueeze(1) for x in (intrinsics, extrinsics))
+        lead = (slice(None), None, None) if legacy else (slice(None), None)  # -> [B, 1, V, 3, k]
+        intr, extr = (None if x is None else x[lead] for x in (intrinsics, extrinsics))
         if self.layout is None:
             groups, caches, camera_caches = self._start(legacy, V, H, W)
         else:

@@ -14,6 +14,18 @@ if TYPE_CHECKING:
     from geometry.kv_cache import KVCache
 
 KV = tuple[torch.Tensor, torch.Tensor]
+GroupMasks = list[tuple[torch.Tensor, torch.Tensor | None]]
+"""Per-query-group masks: (query indices `[n_g]`, mask broadcastable to `[B, heads, n_g, N_kv]` or
+None); the groups partition the queries. A streaming cache uses it to bias a few query kinds with
+one key row each instead of a dense `[n, N_kv]` bias."""
+
+
+def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: GroupMasks) -> torch.Tensor:
+    """`F.scaled_dot_product_attention` for each query group with its own mask; `[B, H, n, D]`."""
+    out = torch.empty_like(q)
+    for idx, mask in groups:
+        out[:, :, idx] = F.scaled_dot_product_attention(q[:, :, idx], k, v, attn_mask=mask)
+    return out
 
 
 class Attention(nn.Module):
@@ -24,7 +36,7 @@ class Attention(nn.Module):
     `[B, heads, M, D]`, already normalised and rotated) is prepended to this call's keys/values,
     and `return_kv=True` also returns the full (k, v) so a caller can keep a cache. `cache` (a
     `geometry.kv_cache.KVCache`, streaming) instead appends this call's k/v to the cache in place
-    and attends over everything cached; the cache supplies the mask.
+    and attends over everything cached; the cache supplies the mask (a tensor or `GroupMasks`).
     """
 
     def __init__(self, dim: int, num_heads: int, qkv_bias: bool = True, qk_norm: bool = True,
@@ -60,6 +72,9 @@ class Attention(nn.Module):
         if past_kv is not None:
             k = torch.cat([past_kv[0], k], dim=2)
             v = torch.cat([past_kv[1], v], dim=2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        if isinstance(attn_mask, list):
+            out = grouped_attention(q, k, v, attn_mask)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         out = self.proj(out.transpose(1, 2).reshape(B, N, C))
         return (out, (k, v)) if return_kv else out

@@ -1,0 +1,136 @@
+"""Benchmark streaming inference: per-step time and peak memory with a bounded vs an unbounded KV cache.
+
+Prints one JSON object. Each cache setting runs in its own subprocess so that the process peak
+memory (ru_maxrss on CPU, max_memory_allocated on CUDA) belongs to that setting alone. Step time
+at step k is the median of the `--window` steps ending at k, as wall time (`step_ms`) and as
+this process's CPU time (`step_cpu_ms`, steadier when other processes share the cores; with one
+thread it is the step's compute). `cache_mb` is what the KV-cache buffers hold. The unbounded run
+stops once its memory passes `--memory-cap-mb`.
+
+    python scripts/bench_streaming.py                       # tiny, CPU, 32 px, 2 views, 1000 steps
+    python scripts/bench_streaming.py --device cuda --preset small --img-size 224
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from geometry import GeometryModel, make_config  # noqa: E402
+from geometry.streaming import GeometryStream  # noqa: E402
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "full"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--views", type=int, default=2)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--checkpoints", default="50,100,500,1000")
+    p.add_argument("--window", type=int, default=25, help="steps in the median of each step time")
+    p.add_argument("--keep-steps", type=int, default=16,
+                   help="bounded budget = cached layers x tokens per step x this (time steps per layer on average)")
+    p.add_argument("--memory-cap-mb", type=float, default=3000.0)
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--run", choices=["bounded", "unbounded"], help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+def memory_mb(device: torch.device) -> tuple[float, float]:
+    """(current, peak) memory in MiB: process RSS on CPU, allocated tensors on CUDA."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device) / 2**20, torch.cuda.max_memory_allocated(device) / 2**20
+    with open("/proc/self/statm") as f:
+        current = int(f.read().split()[1]) * resource.getpagesize() / 2**20
+    return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    config = make_config(args.preset, img_size=args.img_size, causal_time=True, track_head=False)
+    model = GeometryModel(config).to(device, dtype).eval()
+    tokens_per_step = args.views * (config.patch_start_idx + (args.img_size // config.patch_size) ** 2)
+    layers = len(model.aggregator.new_caches(args.views, legacy=False))
+    budget = layers * tokens_per_step * args.keep_steps if args.run == "bounded" else None
+    stream = GeometryStream(model, total_budget=budget)
+    checkpoints = sorted(int(c) for c in args.checkpoints.split(","))
+    frames = torch.rand(8, 1, args.views, 3, args.img_size, args.img_size, device=device, dtype=dtype)
+    times: list[float] = []
+    cpu_times: list[float] = []
+    report: dict = {"total_budget": budget, "cached_layers": layers, "tokens_per_step": tokens_per_step, "steps": {}}
+    for step in range(1, args.steps + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        stream.step(frames[step % len(frames)])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu_start)
+        current, peak = memory_mb(device)
+        if step in checkpoints:
+            report["steps"][step] = {
+                "step_ms": round(1000 * statistics.median(times[-args.window:]), 3),
+                "step_cpu_ms": round(1000 * statistics.median(cpu_times[-args.window:]), 3),
+                "current_mb": round(current, 1),
+                "peak_mb": round(peak, 1),
+                "cached_tokens": stream.cached_tokens,
+                "cache_mb": round(stream.cache_bytes / 2**20, 2),
+            }
+        if budget is None and current > args.memory_cap_mb:
+            report["stopped_at_step"] = step
+            report["stopped_reason"] = f"memory {current:.0f} MB passed the cap {args.memory_cap_mb:.0f} MB"
+            break
+    report["last_step"] = step
+    return report
+
+
+def ratio(report: dict, key: str, late: int, early: int) -> float | None:
+    steps = report["steps"]
+    if late not in steps or early not in steps:
+        return None
+    return round(steps[late][key] / steps[early][key], 3)
+
+
+def main() -> None:
+    args = parse_args()
+    if args.run is not None:
+        print(json.dumps(run_one(args)))
+        return
+    result = {"preset": args.preset, "device": args.device, "img_size": args.img_size, "views": args.views,
+              "steps": args.steps, "threads": args.threads, "dtype": args.dtype, "keep_steps": args.keep_steps,
+              "memory_cap_mb": args.memory_cap_mb, "runs": {}}
+    for run in ("bounded", "unbounded"):
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--run", run]
+        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+        report = json.loads(out.strip().splitlines()[-1])
+        report["steps"] = {int(k): v for k, v in report["steps"].items()}
+        checkpoints = sorted(report["steps"])
+        if len(checkpoints) >= 2:
+            early, late = (100 if 100 in report["steps"] else checkpoints[0]), checkpoints[-1]
+            report[f"step_ms_ratio_{late}_vs_{early}"] = ratio(report, "step_ms", late, early)
+            report[f"step_cpu_ms_ratio_{late}_vs_{early}"] = ratio(report, "step_cpu_ms", late, early)
+            report[f"peak_mb_ratio_{late}_vs_{early}"] = ratio(report, "peak_mb", late, early)
+            report[f"current_mb_ratio_{late}_vs_{early}"] = ratio(report, "current_mb", late, early)
+            report[f"cache_mb_ratio_{late}_vs_{early}"] = ratio(report, "cache_mb", late, early)
+        result["runs"][run] = report
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
