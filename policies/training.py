@@ -20,12 +20,13 @@ from accelerate.utils import set_seed
 from lerobot.configs.types import FeatureType
 from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
 from lerobot.datasets.utils import dataset_to_policy_features
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from envs.recording import open_dataset
 from policies.configuration_geovla import GeoVLAConfig
+from policies.frame_cache import FrameCache
 from policies.modeling_geovla import GeoVLAPolicy
 from policies.processor_geovla import make_geovla_pre_post_processors
 
@@ -51,6 +52,8 @@ class TrainConfig:
         eval_every: evaluation-rollout period in steps (0: never); needs ``evaluate``.
         seed: seeds the model initialisation, the data order and the flow-matching noise.
         num_workers: DataLoader workers.
+        cache_frames: decode the dataset into memory once (``FrameCache``) instead of decoding every
+            sample's history and chunk again; turn off for datasets larger than memory.
         policy: overrides of ``GeoVLAConfig`` fields, e.g. ``{"preset": "tiny", "chunk_size": 10}``.
     """
 
@@ -67,6 +70,7 @@ class TrainConfig:
     eval_every: int = 0
     seed: int = 0
     num_workers: int = 0
+    cache_frames: bool = True
     policy: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -118,15 +122,20 @@ def build_policy(cfg: TrainConfig, meta: LeRobotDatasetMetadata, device: str) ->
     return policy
 
 
-def delta_timestamps(policy_cfg: GeoVLAConfig, meta: LeRobotDatasetMetadata) -> dict[str, list[float]]:
-    """History for every observation key, the chunk for the action (LeRobot's convention)."""
-    deltas = {
-        key: [i / meta.fps for i in policy_cfg.observation_delta_indices]
-        for key in meta.features
-        if key.startswith("observation.")
-    }
-    deltas["action"] = [i / meta.fps for i in policy_cfg.action_delta_indices]
+def delta_indices(policy_cfg: GeoVLAConfig, meta: LeRobotDatasetMetadata) -> dict[str, list[int]]:
+    """Frame offsets: history for every observation key, the chunk for the action (LeRobot's
+    convention)."""
+    deltas = {key: policy_cfg.observation_delta_indices for key in meta.features if key.startswith("observation.")}
+    deltas["action"] = policy_cfg.action_delta_indices
     return deltas
+
+
+def training_dataset(cfg: TrainConfig, policy_cfg: GeoVLAConfig, meta: LeRobotDatasetMetadata) -> Dataset:
+    deltas = delta_indices(policy_cfg, meta)
+    if cfg.cache_frames:
+        return FrameCache(open_dataset(cfg.dataset_root, cfg.dataset_repo_id, episodes=cfg.episodes), deltas)
+    timestamps = {key: [i / meta.fps for i in offsets] for key, offsets in deltas.items()}
+    return open_dataset(cfg.dataset_root, cfg.dataset_repo_id, episodes=cfg.episodes, delta_timestamps=timestamps)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -160,8 +169,7 @@ def train(
     meta = LeRobotDatasetMetadata(cfg.dataset_repo_id or f"local/{Path(cfg.dataset_root).name}", root=cfg.dataset_root)
     policy = build_policy(cfg, meta, accelerator.device.type)
     preprocessor, _ = policy.processors
-    dataset = open_dataset(cfg.dataset_root, cfg.dataset_repo_id, episodes=cfg.episodes,
-                           delta_timestamps=delta_timestamps(policy.config, meta))
+    dataset = training_dataset(cfg, policy.config, meta)
 
     optimizer = policy.config.get_optimizer_preset().build(policy.get_optim_params())
     scheduler = policy.config.get_scheduler_preset().build(optimizer, cfg.steps)
