@@ -31,13 +31,14 @@ def occupied_count(points: torch.Tensor, valid: torch.Tensor, voxel_size: float)
 
 
 def clip_voxel_size(points: torch.Tensor, valid: torch.Tensor, target: int, mode: str = "extent",
-                    iterations: int = 14) -> float:
+                    iterations: int = 14, tolerance: float = 0.03) -> float:
     """One voxel size for a whole clip, `points [T, M, 3]`, `valid [T, M]`.
 
     "extent": `extent / target ** (1/3)` with extent the largest side of the bounding box of all
     valid points of all time steps (seed 001). Example: points spanning 2 m, target 1000 -> 0.2 m.
     "count": bisection (in log size) from there towards the size at which the busiest time step
-    occupies `target` cells. Sharing the size over time is what keeps a static point's id fixed.
+    occupies `target` cells; it stops once the count lies in `[(1 - tolerance) target, target]`.
+    Sharing the size over time is what keeps a static point's id fixed.
     """
     if not bool(valid.any()):
         raise ValueError("voxelization got no valid point (check depth, max_depth and pixel_mask)")
@@ -60,10 +61,13 @@ def clip_voxel_size(points: torch.Tensor, valid: torch.Tensor, target: int, mode
         hi += math.log(2.0)
     for _ in range(iterations):
         mid = 0.5 * (lo + hi)
-        if occupied_count(points, valid, math.exp(mid)) > target:
+        count = occupied_count(points, valid, math.exp(mid))
+        if count > target:
             lo = mid
         else:
             hi = mid
+            if count >= (1 - tolerance) * target:
+                break
     return max(math.exp(hi), limit)
 
 

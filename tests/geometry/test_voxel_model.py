@@ -8,12 +8,12 @@ from geometry.voxel.config import make_voxel_config
 from geometry.voxel.model import VoxelGaussianModel
 from geometry.voxel.objective import voxel_path_loss
 
-B, T, V, H, W = 1, 2, 2, 32, 32
+B, T, V, H, W = 1, 2, 2, 16, 16
 
 
 def scene():
     torch.manual_seed(0)
-    K = torch.tensor([[32.0, 0, 16], [0, 32, 16], [0, 0, 1]]).expand(B, T, V, 3, 3).clone()
+    K = torch.tensor([[16.0, 0, 8], [0, 16, 8], [0, 0, 1]]).expand(B, T, V, 3, 3).clone()
     E = torch.cat([torch.eye(3), torch.zeros(3, 1)], 1).expand(B, T, V, 3, 4).clone()
     E[:, :, 1, 0, 3] = -0.3
     depth = (2.0 + 0.3 * torch.rand(B, 1, V, H, W)).expand(B, T, V, H, W).clone()
@@ -23,7 +23,7 @@ def scene():
 
 def model():
     torch.manual_seed(0)
-    return VoxelGaussianModel(make_config("tiny"), make_voxel_config("tiny", target_voxels=150))
+    return VoxelGaussianModel(make_config("tiny"), make_voxel_config("tiny", target_voxels=80))
 
 
 def test_ground_truth_path_skips_pass_one_and_trains_pass_two(monkeypatch):
@@ -72,4 +72,4 @@ def test_bad_input_raises():
     with pytest.raises(ValueError, match="multi-view"):
         m(images[:, :, 0])
     with pytest.raises(ValueError, match="depth must have shape"):
-        m(images, depth=depth[..., :8], intrinsics=K, extrinsics=E)
+        m(images, depth=depth[..., :4], intrinsics=K, extrinsics=E)
