@@ -141,7 +141,7 @@ class GeoVLAPolicy(PreTrainedPolicy):
         policy = super().from_pretrained(pretrained_name_or_path, **kwargs)
         directory = Path(pretrained_name_or_path)
         if (directory / f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json").exists():
-            policy.attach_processors(*load_processors(directory))
+            policy.attach_processors(*load_processors(directory, device=policy.config.device))
         return policy
 
     # -------------------------------------------------------------------- inputs
@@ -215,11 +215,15 @@ class GeoVLAPolicy(PreTrainedPolicy):
         return geometry_targets(fields["depth"], fields["intrinsics"], fields["extrinsics"])
 
 
-def load_processors(directory: str | Path) -> tuple[PolicyProcessorPipeline, PolicyProcessorPipeline]:
-    """The pre/post processors saved next to a policy."""
+def load_processors(
+    directory: str | Path, device: str | None = None
+) -> tuple[PolicyProcessorPipeline, PolicyProcessorPipeline]:
+    """The pre/post processors saved next to a policy; ``device`` replaces the device the
+    preprocessor moved batches to when it was saved (a policy trained on a GPU, run on a CPU)."""
     directory = str(directory)
+    overrides = {"device_processor": {"device": str(device)}} if device else {}
     pre = PolicyProcessorPipeline.from_pretrained(
-        directory, config_filename=f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json",
+        directory, config_filename=f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json", overrides=overrides,
         to_transition=batch_to_transition, to_output=transition_to_batch,
     )
     post = PolicyProcessorPipeline.from_pretrained(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from lerobot.processor import DeviceProcessorStep
 from geovla_helpers import CAMERAS, make_policy
 
 from policies.modeling_geovla import GeoVLAPolicy
@@ -40,3 +41,16 @@ def test_save_load_gives_identical_actions(dataset_meta, batch, tmp_path):
     actual = loaded.predict_action(obs, noise=single)
     assert actual.shape == (policy.config.chunk_size, 4) and actual.dtype == np.float32
     np.testing.assert_array_equal(actual, expected)
+
+
+def test_loading_moves_the_preprocessor_to_the_policy_device(dataset_meta, tmp_path):
+    """A policy saved from a GPU run keeps ``cuda`` in its preprocessor; loading it for a CPU
+    must run on the CPU."""
+    policy = make_policy(dataset_meta)
+    policy.save_pretrained(tmp_path / "policy")
+    saved = tmp_path / "policy" / "policy_preprocessor.json"
+    saved.write_text(saved.read_text().replace('"device": "cpu"', '"device": "cuda"'))
+    loaded = GeoVLAPolicy.from_pretrained(tmp_path / "policy", device="cpu")
+    devices = [step.device for step in loaded.processors[0].steps if isinstance(step, DeviceProcessorStep)]
+    assert devices == ["cpu"]
+    assert loaded.predict_action(_observation(1)).shape == (10, 4)
