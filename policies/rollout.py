@@ -45,7 +45,8 @@ def evaluate_policy(
     the scene (chosen with the episode's seed) and the instruction names it, so success means
     going to the object the swapped instruction names. ``max_steps`` caps an episode below the
     env's own limit. The first ``num_videos`` episodes are written to ``video_dir`` as mp4 (all
-    cameras side by side, the instruction as caption).
+    cameras side by side, the instruction as caption). The policy is left in the train/eval
+    mode it came in, with an empty action queue and history.
 
     Returns ``success_rate``, ``mean_reward`` (mean episode return), ``mean_max_reward``,
     ``mean_steps`` and per-episode lists (``seeds``, ``successes``, ``rewards``, ``steps``,
@@ -57,6 +58,7 @@ def evaluate_policy(
         raise ValueError("the policy has no processors: load it with GeoVLAPolicy.from_pretrained(dir)")
     if num_videos > 0 and video_dir is None:
         raise ValueError("num_videos > 0 needs a video_dir")
+    was_training = policy.training
     policy.eval()
     envs = [make_env() for _ in range(min(batch_size, episodes))]
     start = time.perf_counter()
@@ -75,6 +77,8 @@ def evaluate_policy(
         bar.close()
         for env in envs:
             env.close()
+        policy.reset()
+        policy.train(was_training)
 
     videos = []
     for index, record in enumerate(records[:num_videos]):

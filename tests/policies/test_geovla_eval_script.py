@@ -65,9 +65,11 @@ def test_swapped_instruction_reaches_the_policy(saved_policy):
 
     policy.processors = (recording_preprocessor, postprocessor)
     make_env = lambda: gym.make(envs.TABLETOP_ID, task="reach", image_size=32)  # noqa: E731
+    policy.train()  # as in periodic evaluation during training
     results = evaluate_policy(policy, make_env, episodes=2, seed=7, swap_instruction=True, max_steps=3,
                               batch_size=2, progress=False)
     assert len(seen) == 3 and all(tasks == results["instructions"] for tasks in seen)  # one batched call per step
+    assert policy.training and not policy._action_queue and not policy._history
     for instruction, original, target in zip(results["instructions"], results["original_instructions"],
                                               results["targets"]):
         assert instruction != original and instruction == f"touch the {target}"
