@@ -25,6 +25,7 @@ from policies.modeling_geovla import GeoVLAPolicy
 from policies.robot_observation import robot_observation_to_batch
 
 CAMERA_PREFIX = "observation.images."
+VIDEO_HEIGHT = 192  # camera mosaics are upscaled (nearest) to about this height in videos
 
 
 def evaluate_policy(
@@ -217,5 +218,5 @@ def _add_frame(record: dict[str, Any], obs: dict[str, Any], cameras: dict[str, s
     views = [obs["pixels"][cam] for cam in cameras.values()]
     height = min(v.shape[0] for v in views)
     mosaic = np.concatenate([v[:height] for v in views], axis=1)
-    scale = max(1, 192 // height)
+    scale = max(1, VIDEO_HEIGHT // height)
     record["frames"].append(caption_frame(mosaic, record["instruction"], scale=scale))
