@@ -8,7 +8,7 @@ import torch
 from geometry.gaussians import GaussianRenderer, Gaussians
 from geometry.gaussians.params import rgb_to_sh_dc
 from geometry.gaussians.projection import project_gaussians
-from geometry.gaussians.rasterize import (ALPHA_MAX, ALPHA_MIN, T_MIN, segment_exclusive_cumsum,
+from geometry.gaussians.rasterize import (ALPHA_MAX, ALPHA_MIN, T_MIN, gaussian_power, segment_exclusive_cumsum,
                                           tile_intersections)
 
 H = W = 64
@@ -34,6 +34,7 @@ def test_pure_function_examples():
     assert splat.tolist() == [0, 0] and tile.tolist() == [0, 1]
     out = segment_exclusive_cumsum(torch.tensor([[1.0], [2.0], [3.0], [4.0]]), torch.tensor([0, 0, 1, 1]))
     assert out.flatten().tolist() == [0.0, 1.0, 0.0, 3.0]
+    assert float(gaussian_power(torch.tensor(1.0), torch.tensor(1.0), torch.tensor([1.0, 0.0, 1.0]))) == -1.0
 
 
 def test_isotropic_gaussian_renders_blob_at_projected_pixel():
