@@ -81,6 +81,7 @@ def main() -> None:
     start = time.perf_counter()
     trained = train(cfg)
     timings["train_s"] = time.perf_counter() - start
+    shutil.copytree(trained["final_dir"], out / "policy")
 
     start = time.perf_counter()
     common = ["--policy", trained["final_dir"], "--env", "builtin", "--episodes", str(args.eval_episodes),
@@ -99,7 +100,7 @@ def main() -> None:
         **{k: round(v, 1) for k, v in timings.items()},
         "dataset": str(out / "dataset"),
         "expert_video": str(expert_video),
-        "policy": trained["final_dir"],
+        "policy": str(out / "policy"),
         "eval": str(out / "eval"),
         "eval_swapped": str(out / "eval_swapped"),
         "metrics": str(out / "train" / "metrics.jsonl"),
@@ -109,7 +110,7 @@ def main() -> None:
     print(
         f"\nSuccess on {args.eval_episodes} held-out seeds: {held_out['success_rate']:.0%}; "
         f"with the instruction swapped to another object: {swapped['success_rate']:.0%}\n"
-        f"Policy:  {trained['final_dir']}\nVideos:  {out / 'eval' / 'videos'}, {expert_video}\n"
+        f"Policy:  {out / 'policy'}\nVideos:  {out / 'eval' / 'videos'}, {expert_video}\n"
         f"Plots:   {out / 'eval' / 'success.png'}, {out / 'eval_swapped' / 'success.png'}"
     )
 
