@@ -2,9 +2,10 @@
 
 Prints one JSON object. Each cache setting runs in its own subprocess so that the process peak
 memory (ru_maxrss on CPU, max_memory_allocated on CUDA) belongs to that setting alone. Step time
-at step k is the median of the `--window` steps ending at k, as wall time (`step_ms`) and as
-this process's CPU time (`step_cpu_ms`, steadier when other processes share the cores; with one
-thread it is the step's compute). `cache_mb` is what the KV-cache buffers hold. The unbounded run
+at step k is taken over the `--window` steps ending at k: the median wall time (`step_ms`), the
+fastest wall time (`step_min_ms`, least disturbed by other processes sharing the cores) and the
+median CPU time of this process (`step_cpu_ms`; with one thread, the step's compute). The load
+average at the start and end of each run says how busy the machine was. `cache_mb` is what the KV-cache buffers hold. The unbounded run
 stops once its memory passes `--memory-cap-mb`.
 
     python scripts/bench_streaming.py                       # tiny, CPU, 32 px, 2 views, 1000 steps
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -72,7 +74,7 @@ def run_one(args: argparse.Namespace) -> dict:
     frames = torch.rand(8, 1, args.views, 3, args.img_size, args.img_size, device=device, dtype=dtype)
     times: list[float] = []
     cpu_times: list[float] = []
-    report: dict = {"total_budget": budget, "cached_layers": layers, "tokens_per_step": tokens_per_step, "steps": {}}
+    report: dict = {"load_average_start": os.getloadavg(), "total_budget": budget, "cached_layers": layers, "tokens_per_step": tokens_per_step, "steps": {}}
     for step in range(1, args.steps + 1):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -86,6 +88,7 @@ def run_one(args: argparse.Namespace) -> dict:
         if step in checkpoints:
             report["steps"][step] = {
                 "step_ms": round(1000 * statistics.median(times[-args.window:]), 3),
+                "step_min_ms": round(1000 * min(times[-args.window:]), 3),
                 "step_cpu_ms": round(1000 * statistics.median(cpu_times[-args.window:]), 3),
                 "current_mb": round(current, 1),
                 "peak_mb": round(peak, 1),
@@ -97,6 +100,7 @@ def run_one(args: argparse.Namespace) -> dict:
             report["stopped_reason"] = f"memory {current:.0f} MB passed the cap {args.memory_cap_mb:.0f} MB"
             break
     report["last_step"] = step
+    report["load_average_end"] = os.getloadavg()
     return report
 
 
@@ -124,6 +128,7 @@ def main() -> None:
         if len(checkpoints) >= 2:
             early, late = (100 if 100 in report["steps"] else checkpoints[0]), checkpoints[-1]
             report[f"step_ms_ratio_{late}_vs_{early}"] = ratio(report, "step_ms", late, early)
+            report[f"step_min_ms_ratio_{late}_vs_{early}"] = ratio(report, "step_min_ms", late, early)
             report[f"step_cpu_ms_ratio_{late}_vs_{early}"] = ratio(report, "step_cpu_ms", late, early)
             report[f"peak_mb_ratio_{late}_vs_{early}"] = ratio(report, "peak_mb", late, early)
             report[f"current_mb_ratio_{late}_vs_{early}"] = ratio(report, "current_mb", late, early)
