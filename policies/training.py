@@ -49,7 +49,9 @@ class TrainConfig:
         mixed_precision: ``no``, ``bf16`` or ``fp16`` (accelerate).
         save_every: checkpoint period in steps (the last step is always saved).
         log_every: metrics period in steps.
-        eval_every: evaluation-rollout period in steps (0: never); needs ``evaluate``.
+        eval_every: evaluation-rollout period in steps (0: never).
+        eval_env / eval_task / eval_episodes: what the periodic evaluation rolls out
+            (``builtin``/``pusht``/``aloha``; the task family; episodes from seed 100000).
         seed: seeds the model initialisation, the data order and the flow-matching noise.
         num_workers: DataLoader workers.
         cache_frames: decode the dataset into memory once (``FrameCache``) instead of decoding every
@@ -68,6 +70,9 @@ class TrainConfig:
     save_every: int = 500
     log_every: int = 10
     eval_every: int = 0
+    eval_env: str = "builtin"
+    eval_task: str | None = "reach"
+    eval_episodes: int = 10
     seed: int = 0
     num_workers: int = 0
     cache_frames: bool = True

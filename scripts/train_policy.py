@@ -12,11 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import yaml
 
+from policies.rollout import evaluate_policy
 from policies.training import TrainConfig, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from eval_policy import DEFAULT_SEED, env_factory  # noqa: E402
 
 
 def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
@@ -40,7 +45,13 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
-    result = train(cfg, resume=args.resume)
+
+    def periodic_evaluation(policy, step: int) -> dict:
+        make_env, _ = env_factory(policy, cfg.eval_env, cfg.eval_task)
+        results = evaluate_policy(policy, make_env, cfg.eval_episodes, DEFAULT_SEED, progress=False)
+        return {"success_rate": results["success_rate"], "mean_reward": results["mean_reward"]}
+
+    result = train(cfg, resume=args.resume, evaluate=periodic_evaluation if cfg.eval_every else None)
     losses = result["losses"]
     summary = {"final_policy": result["final_dir"], "steps": result["steps"], "seconds": round(result["seconds"], 1),
                "final_loss": losses[max(losses)] if losses else None}
