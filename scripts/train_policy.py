@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+import torch
 import yaml
 
 from policies.rollout import evaluate_policy
@@ -42,9 +43,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML file with TrainConfig fields")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (1 is fastest on a CPU shared with other jobs)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides")
     args = parser.parse_args()
     cfg = load_config(args.config, args.overrides)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     def periodic_evaluation(policy, step: int) -> dict:
         make_env, _ = env_factory(policy, cfg.eval_env, cfg.eval_task)
