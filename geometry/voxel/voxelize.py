@@ -59,7 +59,8 @@ class VoxelizationModule(nn.Module):
 
     Features are per patch (`[B, T, V, P, C_in]` on a `grid`); every kept pixel carries the
     feature of its patch, its world point (depth + intrinsics + OpenCV camera-from-world
-    extrinsics, pixel centres at +0.5), its confidence and colour.
+    extrinsics, pixel centres at +0.5), its confidence and colour. The xyz MLP sees the voxel's
+    point relative to the clip's centre, divided by the clip's largest offset from it.
     """
 
     def __init__(self, in_dim: int, dim: int, config: VoxelConfig) -> None:
