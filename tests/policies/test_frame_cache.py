@@ -1,22 +1,12 @@
-import gymnasium as gym
 import pytest
 import torch
 
-import envs
-from envs.recording import open_dataset, record_demos
+from envs.recording import open_dataset
 from policies.frame_cache import FrameCache
 
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cache") / "reach"
-    env = gym.make(envs.TABLETOP_ID, task="reach", image_size=16, geometry=True)
-    record_demos(env, envs.make_expert(env), root, num_episodes=3, progress=False)
-    env.close()
-    return root
-
-
-def test_samples_equal_lerobot_getitem_with_deltas(root):
+def test_samples_equal_lerobot_getitem_with_deltas(dataset_root):
+    root = dataset_root
     deltas = {"observation.state": [-1, 0], "observation.images.front": [-1, 0],
               "observation.depth.wrist": [-1, 0], "action": list(range(6))}
     fps = open_dataset(root).fps
@@ -35,6 +25,6 @@ def test_samples_equal_lerobot_getitem_with_deltas(root):
     assert cache[len(cache) - 1]["action_is_pad"][-1]
 
 
-def test_rejects_datasets_opened_with_deltas(root):
+def test_rejects_datasets_opened_with_deltas(dataset_root):
     with pytest.raises(ValueError, match="without delta_timestamps"):
-        FrameCache(open_dataset(root, delta_timestamps={"action": [0.0, 0.05]}), {"action": [0, 1]})
+        FrameCache(open_dataset(dataset_root, delta_timestamps={"action": [0.0, 0.05]}), {"action": [0, 1]})

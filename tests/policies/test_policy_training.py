@@ -1,21 +1,9 @@
 import json
 
-import gymnasium as gym
 import pytest
 
-import envs
-from envs.recording import record_demos
 from policies.modeling_geovla import GeoVLAPolicy
 from policies.training import StepBatchSampler, TrainConfig, latest_checkpoint, train
-
-
-@pytest.fixture(scope="module")
-def dataset_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train") / "reach"
-    env = gym.make(envs.TABLETOP_ID, task="reach", image_size=32, geometry=True)
-    record_demos(env, envs.make_expert(env), root, num_episodes=2, progress=False)
-    env.close()
-    return root
 
 
 def _config(root, output, **overrides):
