@@ -6,10 +6,10 @@ at step k is taken over the `--window` steps ending at k: the median wall time (
 fastest wall time (`step_min_ms`, least disturbed by other processes sharing the cores) and the
 median CPU time of this process (`step_cpu_ms`; with one thread, the step's compute). The load
 average at the start and end of each run says how busy the machine was. `cache_mb` is what the KV-cache buffers hold. The unbounded run
-stops once its memory passes `--memory-cap-mb`.
+stops once its memory passes `--memory-cap-mb` (that step is reported too).
 
     python scripts/bench_streaming.py                       # tiny, CPU, 32 px, 2 views, 1000 steps
-    python scripts/bench_streaming.py --device cuda --preset small --img-size 224
+    python scripts/bench_streaming.py --device cuda --preset small     # 224 px (full: 378 px)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="tiny", choices=["tiny", "small", "full"])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--img-size", type=int, default=32)
+    p.add_argument("--img-size", type=int, default=None, help="default: 32 on CPU, the preset's size on CUDA")
     p.add_argument("--views", type=int, default=2)
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--checkpoints", default="50,100,500,1000")
@@ -47,7 +47,10 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     p.add_argument("--run", choices=["bounded", "unbounded"], help=argparse.SUPPRESS)
-    return p.parse_args()
+    args = p.parse_args()
+    if args.img_size is None:
+        args.img_size = 32 if args.device == "cpu" else make_config(args.preset).img_size
+    return args
 
 
 def memory_mb(device: torch.device) -> tuple[float, float]:
@@ -74,7 +77,8 @@ def run_one(args: argparse.Namespace) -> dict:
     frames = torch.rand(8, 1, args.views, 3, args.img_size, args.img_size, device=device, dtype=dtype)
     times: list[float] = []
     cpu_times: list[float] = []
-    report: dict = {"load_average_start": os.getloadavg(), "total_budget": budget, "cached_layers": layers, "tokens_per_step": tokens_per_step, "steps": {}}
+    report: dict = {"load_average_start": os.getloadavg(), "total_budget": budget, "cached_layers": layers,
+                    "tokens_per_step": tokens_per_step, "steps": {}}
     for step in range(1, args.steps + 1):
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -85,7 +89,8 @@ def run_one(args: argparse.Namespace) -> dict:
         times.append(time.perf_counter() - start)
         cpu_times.append(time.process_time() - cpu_start)
         current, peak = memory_mb(device)
-        if step in checkpoints:
+        stop = budget is None and current > args.memory_cap_mb
+        if step in checkpoints or stop:
             report["steps"][step] = {
                 "step_ms": round(1000 * statistics.median(times[-args.window:]), 3),
                 "step_min_ms": round(1000 * min(times[-args.window:]), 3),
@@ -95,7 +100,7 @@ def run_one(args: argparse.Namespace) -> dict:
                 "cached_tokens": stream.cached_tokens,
                 "cache_mb": round(stream.cache_bytes / 2**20, 2),
             }
-        if budget is None and current > args.memory_cap_mb:
+        if stop:
             report["stopped_at_step"] = step
             report["stopped_reason"] = f"memory {current:.0f} MB passed the cap {args.memory_cap_mb:.0f} MB"
             break
@@ -104,11 +109,8 @@ def run_one(args: argparse.Namespace) -> dict:
     return report
 
 
-def ratio(report: dict, key: str, late: int, early: int) -> float | None:
-    steps = report["steps"]
-    if late not in steps or early not in steps:
-        return None
-    return round(steps[late][key] / steps[early][key], 3)
+def ratio(report: dict, key: str, late: int, early: int) -> float:
+    return round(report["steps"][late][key] / report["steps"][early][key], 3)
 
 
 def main() -> None:
@@ -124,15 +126,12 @@ def main() -> None:
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         report = json.loads(out.strip().splitlines()[-1])
         report["steps"] = {int(k): v for k, v in report["steps"].items()}
-        checkpoints = sorted(report["steps"])
-        if len(checkpoints) >= 2:
-            early, late = (100 if 100 in report["steps"] else checkpoints[0]), checkpoints[-1]
-            report[f"step_ms_ratio_{late}_vs_{early}"] = ratio(report, "step_ms", late, early)
-            report[f"step_min_ms_ratio_{late}_vs_{early}"] = ratio(report, "step_min_ms", late, early)
-            report[f"step_cpu_ms_ratio_{late}_vs_{early}"] = ratio(report, "step_cpu_ms", late, early)
-            report[f"peak_mb_ratio_{late}_vs_{early}"] = ratio(report, "peak_mb", late, early)
-            report[f"current_mb_ratio_{late}_vs_{early}"] = ratio(report, "current_mb", late, early)
-            report[f"cache_mb_ratio_{late}_vs_{early}"] = ratio(report, "cache_mb", late, early)
+        reached = sorted(report["steps"])
+        early = 100 if 100 in reached else reached[0]
+        late = reached[-1]
+        if late > early:
+            for key in ("step_ms", "step_min_ms", "step_cpu_ms", "peak_mb", "current_mb", "cache_mb"):
+                report[f"{key}_ratio_{late}_vs_{early}"] = ratio(report, key, late, early)
         result["runs"][run] = report
     print(json.dumps(result, indent=1))
 
