@@ -5,7 +5,10 @@ memory (ru_maxrss on CPU, max_memory_allocated on CUDA) belongs to that setting 
 at step k is taken over the `--window` steps ending at k: the median wall time (`step_ms`), the
 fastest wall time (`step_min_ms`, least disturbed by other processes sharing the cores) and the
 median CPU time of this process (`step_cpu_ms`; with one thread, the step's compute). The load
-average at the start and end of each run says how busy the machine was. `cache_mb` is what the KV-cache buffers hold. The unbounded run
+average at the start and end of each run says how busy the machine was. Because that load
+drifts over a run, `paired` then times the finished stream against a fresh one advanced to step
+100, alternating their steps, so both see the same load: its `ratio` is the load-robust answer
+to "is step N as fast as step 100". `cache_mb` is what the KV-cache buffers hold. The unbounded run
 stops once its memory passes `--memory-cap-mb` (that step is reported too).
 
     python scripts/bench_streaming.py                       # tiny, CPU, 32 px, 2 views, 1000 steps
@@ -62,6 +65,33 @@ def memory_mb(device: torch.device) -> tuple[float, float]:
     return current, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def timed_step(stream: GeometryStream, frame: torch.Tensor, device: torch.device) -> float:
+    """Wall seconds of one stream step (synchronised on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    stream.step(frame)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def paired_step_ms(stream: GeometryStream, fresh: GeometryStream, frames: torch.Tensor, early: int, window: int,
+                   device: torch.device) -> dict:
+    """Median step times of `stream` (at its current step) and of `fresh` advanced to `early`, with
+    their steps alternating so that both see the same machine load."""
+    for i in range(early - fresh.steps):
+        fresh.step(frames[i % len(frames)])
+    late_step = stream.steps
+    late, at_early = [], []
+    for i in range(window):
+        late.append(timed_step(stream, frames[i % len(frames)], device))
+        at_early.append(timed_step(fresh, frames[i % len(frames)], device))
+    late_ms, early_ms = 1000 * statistics.median(late), 1000 * statistics.median(at_early)
+    return {"late_step": late_step, "early_step": early, "late_ms": round(late_ms, 3), "early_ms": round(early_ms, 3),
+            "ratio": round(late_ms / early_ms, 3)}
+
+
 def run_one(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -80,13 +110,8 @@ def run_one(args: argparse.Namespace) -> dict:
     report: dict = {"load_average_start": os.getloadavg(), "total_budget": budget, "cached_layers": layers,
                     "tokens_per_step": tokens_per_step, "steps": {}}
     for step in range(1, args.steps + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start, cpu_start = time.perf_counter(), time.process_time()
-        stream.step(frames[step % len(frames)])
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
+        cpu_start = time.process_time()
+        times.append(timed_step(stream, frames[step % len(frames)], device))
         cpu_times.append(time.process_time() - cpu_start)
         current, peak = memory_mb(device)
         stop = budget is None and current > args.memory_cap_mb
@@ -105,6 +130,9 @@ def run_one(args: argparse.Namespace) -> dict:
             report["stopped_reason"] = f"memory {current:.0f} MB passed the cap {args.memory_cap_mb:.0f} MB"
             break
     report["last_step"] = step
+    if "stopped_at_step" not in report and step > 100:
+        fresh = GeometryStream(model, total_budget=budget)
+        report["paired"] = paired_step_ms(stream, fresh, frames, 100, args.window, device)
     report["load_average_end"] = os.getloadavg()
     return report
 
