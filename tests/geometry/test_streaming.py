@@ -48,11 +48,11 @@ def assert_frames_close(batch: dict, steps: list[dict], atol: float = 1e-10) -> 
 
 @pytest.mark.parametrize("rotated", [True, False])
 def test_unbounded_stream_equals_causal_batch_multiview(model, rotated):
-    images = clip(T=5, V=2)
+    images = clip(T=4, V=2)
     with torch.no_grad():
         batch = model(images, static_cameras=False)
     stream = GeometryStream(model, rotated_keys=rotated)
-    steps = [stream.step(images[:, t]) for t in range(5)]
+    steps = [stream.step(images[:, t]) for t in range(4)]
     assert_frames_close(batch, steps)
     for it, poses in enumerate(batch["pose_enc_list"]):
         torch.testing.assert_close(torch.stack([s["pose_enc_list"][it] for s in steps], 1), poses, atol=1e-10, rtol=0)
@@ -88,7 +88,7 @@ def test_causal_batch_never_sees_later_time_steps(model, legacy):
 
 
 def test_bounded_stream_keeps_budget_and_anchors_and_matches_until_full(model):
-    T = 7
+    T = 6
     images = clip(T=T, V=2, seed=3)
     N = 5 + (SIZE // 8) ** 2
     total = 9 * 2 * N * 3  # 9 cached layers (6 global, 3 temporal frame), 2 views: 3 steps each
@@ -156,10 +156,10 @@ def test_stream_longer_than_max_time_steps_clamps_the_time_index():
     assert not torch.equal(tokens[1], tokens[2])
     assert torch.equal(tokens[2], tokens[4]) and torch.equal(tokens[2], tokens[50])
     stream = GeometryStream(model)
-    images = clip(T=6, V=2)
-    outs = [stream.step(images[:, t]) for t in range(6)]
+    images = clip(T=4, V=2)
+    outs = [stream.step(images[:, t]) for t in range(4)]
     assert all(torch.isfinite(o["depth"]).all() for o in outs)
-    with pytest.raises(ValueError, match="T=6 exceeds max_time_steps=3"):
+    with pytest.raises(ValueError, match="T=4 exceeds max_time_steps=3"):
         model(images)
 
 
