@@ -19,13 +19,37 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+import envs
 from envs.tabletop.env import INSTRUCTION_TEMPLATES, TabletopEnv
+from envs.wrappers import ALOHA_TASKS, make_aloha, make_pusht
 from envs.video import caption_frame, write_mp4
 from policies.modeling_geovla import GeoVLAPolicy
 from policies.robot_observation import robot_observation_to_batch
 
 CAMERA_PREFIX = "observation.images."
 VIDEO_HEIGHT = 192  # camera mosaics are upscaled (nearest) to about this height in videos
+
+
+# Evaluation seeds start here; recorded demonstrations use seeds from 0.
+DEFAULT_SEED = 100_000
+
+
+def env_factory(policy: GeoVLAPolicy, env: str, task: str | None) -> tuple[Callable[[], gym.Env], str]:
+    """A constructor of the env at the policy's image size (and cameras), and the task family."""
+    config = policy.config
+    height, width = config.image_features[config.camera_keys[0]].shape[1:]
+    cameras = tuple(key.removeprefix(CAMERA_PREFIX) for key in config.camera_keys)
+    if env == "builtin":
+        task = task or "reach"
+        return (lambda: gym.make(envs.TABLETOP_ID, task=task, image_size=(height, width), cameras=cameras)), task
+    if env == "pusht":
+        if height != width:
+            raise ValueError(f"PushT renders square images; the policy expects {height}x{width}")
+        return (lambda: make_pusht(image_size=height)), "pusht"
+    task = task or "insertion"
+    if task not in ALOHA_TASKS:
+        raise ValueError(f"ALOHA task must be one of {sorted(ALOHA_TASKS)}, got {task!r}")
+    return (lambda: make_aloha(task, image_size=(height, width), cameras=cameras)), task
 
 
 def evaluate_policy(

@@ -24,10 +24,10 @@ import yaml
 import envs
 from envs.recording import open_dataset, record_demos
 from envs.video import caption_frame, write_mp4
+from policies.rollout import DEFAULT_SEED
 from policies.training import TrainConfig, train
 
 sys.path.insert(0, str(Path(__file__).parent))
-from eval_policy import DEFAULT_SEED  # noqa: E402
 from eval_policy import main as evaluate  # noqa: E402
 
 DEMO_CONFIG = Path(__file__).parents[1] / "configs" / "demo_reach_tiny.yaml"

@@ -16,14 +16,12 @@ import argparse
 import json
 import os
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import gymnasium as gym  # noqa: E402
 import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
@@ -32,31 +30,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-import envs  # noqa: E402
-from envs.wrappers import ALOHA_TASKS, make_aloha, make_pusht  # noqa: E402
 from policies.modeling_geovla import GeoVLAPolicy  # noqa: E402
-from policies.rollout import CAMERA_PREFIX, evaluate_policy  # noqa: E402
+from policies.rollout import DEFAULT_SEED, env_factory, evaluate_policy  # noqa: E402
 
-DEFAULT_SEED = 100_000
 ENVS = ("builtin", "pusht", "aloha")
-
-
-def env_factory(policy: GeoVLAPolicy, env: str, task: str | None) -> tuple[Callable[[], gym.Env], str]:
-    """A constructor of the env at the policy's image size (and cameras), and the task family."""
-    config = policy.config
-    height, width = config.image_features[config.camera_keys[0]].shape[1:]
-    cameras = tuple(key.removeprefix(CAMERA_PREFIX) for key in config.camera_keys)
-    if env == "builtin":
-        task = task or "reach"
-        return (lambda: gym.make(envs.TABLETOP_ID, task=task, image_size=(height, width), cameras=cameras)), task
-    if env == "pusht":
-        if height != width:
-            raise ValueError(f"PushT renders square images; the policy expects {height}x{width}")
-        return (lambda: make_pusht(image_size=height)), "pusht"
-    task = task or "insertion"
-    if task not in ALOHA_TASKS:
-        raise ValueError(f"ALOHA task must be one of {sorted(ALOHA_TASKS)}, got {task!r}")
-    return (lambda: make_aloha(task, image_size=(height, width), cameras=cameras)), task
 
 
 def family(results: dict[str, Any], index: int) -> str:

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 import yaml
 
-from policies.rollout import evaluate_policy
+from policies.rollout import DEFAULT_SEED, env_factory, evaluate_policy
 from policies.training import TrainConfig, train
 
-sys.path.insert(0, str(Path(__file__).parent))
-from eval_policy import DEFAULT_SEED, env_factory  # noqa: E402
 
 
 def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
