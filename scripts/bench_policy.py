@@ -1,0 +1,298 @@
+"""Benchmark ``GeoVLAPolicy.predict_action``: latency per action chunk, its breakdown, peak memory.
+
+Prints one JSON object. The policy has random weights and synthetic normalisation stats; each
+call gets 3 camera images at the policy's size, a state and an instruction, and is one control
+step of the ``n_obs_steps``-frame history the geometry aggregator reads (T=2 by default), with
+10 flow steps. Latency is the median and p95 wall time of ``--calls`` plain calls after
+``--warmup`` calls. The breakdown times ``--breakdown-calls`` further calls with timers around
+the parts (medians, milliseconds): ``geometry`` (aggregator + spatial tokens), ``backbone`` (the
+FiLM ViTs), ``prefix`` (the LLM pass that fills the prefix KV cache), ``denoising`` (the flow
+loop, i.e. sampling minus the prefix pass) and ``other`` (pre/post-processing, prefix assembly).
+Peak memory is the process's peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
+``chunk`` is the action chunk of a reset policy for fixed noise, to compare code versions.
+
+``--paired DIR`` compares this checkout against another one (e.g. a ``git worktree`` of an
+older commit): ``--rounds`` times, a subprocess importing the packages from DIR and one
+importing them from this checkout each run the benchmark, alternating so that both see the
+same machine load; it reports each side's latencies, the per-round and median speed-ups, and
+the largest difference between the two sides' chunks.
+
+    python scripts/bench_policy.py --threads 1                                  # tiny, CPU, 64 px
+    python scripts/bench_policy.py --threads 1 --paired /tmp/geovla_baseline --rounds 3
+    python scripts/bench_policy.py --device cuda --preset small --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.utils.constants import ACTION, OBS_STATE
+
+REPO = Path(__file__).resolve().parents[1]
+CAMERAS = ("front", "left", "right")
+STATE_DIM = ACTION_DIM = 4
+INSTRUCTION = "touch the red cube"
+PARTS = ("geometry", "backbone", "prefix", "denoising", "other")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "full"])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                   help="bfloat16 runs predict_action under torch.autocast (weights stay float32)")
+    p.add_argument("--image-size", type=int, default=None, help="default: the preset's (64 tiny, 224 small/full)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--compile", action="store_true", help="torch.compile the hot paths (vla.compile)")
+    p.add_argument("--n-obs-steps", type=int, default=2)
+    p.add_argument("--flow-steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--calls", type=int, default=50)
+    p.add_argument("--breakdown-calls", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--paired", type=Path, default=None, help="another checkout to compare against (see above)")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of --paired")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = p.parse_args(argv)
+    if args.calls < 2 or args.warmup < 1 or args.breakdown_calls < 1:
+        p.error("need --calls >= 2, --warmup >= 1 and --breakdown-calls >= 1")
+    return args
+
+
+def build_policy(preset: str, image_size: int | None, device: str, n_obs_steps: int, flow_steps: int,
+                 seed: int) -> Any:
+    """A random-weight ``GeoVLAPolicy`` with 3 cameras, 4-d state and action, processors attached."""
+    from policies.configuration_geovla import GeoVLAConfig
+    from policies.modeling_geovla import GeoVLAPolicy
+    from policies.processor_geovla import make_geovla_pre_post_processors
+
+    size = image_size or (64 if preset == "tiny" else 224)
+    inputs = {f"observation.images.{cam}": PolicyFeature(FeatureType.VISUAL, (3, size, size)) for cam in CAMERAS}
+    inputs[OBS_STATE] = PolicyFeature(FeatureType.STATE, (STATE_DIM,))
+    config = GeoVLAConfig(
+        preset=preset, image_size=size, device=device, push_to_hub=False, n_obs_steps=n_obs_steps,
+        num_flow_steps=flow_steps, input_features=inputs,
+        output_features={ACTION: PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))},
+    )
+    stats = {
+        OBS_STATE: {"mean": np.zeros(STATE_DIM, np.float32), "std": np.full(STATE_DIM, 0.5, np.float32)},
+        ACTION: {"mean": np.zeros(ACTION_DIM, np.float32), "std": np.ones(ACTION_DIM, np.float32)},
+    }
+    torch.manual_seed(seed)
+    policy = GeoVLAPolicy(config).to(device).eval()
+    policy.attach_processors(*make_geovla_pre_post_processors(config, dataset_stats=stats))
+    return policy
+
+
+def observations(size: int, count: int, seed: int) -> list[dict[str, Any]]:
+    """``count`` robot observations with random uint8 images ``[size, size, 3]`` per camera."""
+    rng = np.random.default_rng(seed)
+    return [{
+        "images": {cam: rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for cam in CAMERAS},
+        "state": rng.standard_normal(STATE_DIM).astype(np.float32),
+        "instruction": INSTRUCTION,
+    } for _ in range(count)]
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PartTimers:
+    """Wall-time accumulators wrapped around the policy's parts (synchronised on CUDA)."""
+
+    def __init__(self, policy: Any, device: torch.device) -> None:
+        self.device = device
+        self.totals: dict[str, float] = defaultdict(float)
+        model = policy.model
+        self._time_method(model.backbone, "forward_streams", "backbone")
+        self._time_method(model.action_model, "sample_actions", "sampling")
+        self._time_method(model.action_model.fusion, "build_prefix_cache", "prefix")
+        if model.geometry is not None:
+            self._time_module(model.geometry.aggregator, "geometry")
+            self._time_module(model.spatial, "geometry")
+        self._started: dict[str, float] = {}
+
+    def _time_method(self, owner: Any, name: str, part: str) -> None:
+        """Replace the bound method ``owner.name`` by a timed call of it."""
+        method = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._start(part)
+            out = method(*args, **kwargs)
+            self._stop(part)
+            return out
+
+        setattr(owner, name, timed)
+
+    def _time_module(self, module: torch.nn.Module, part: str) -> None:
+        """Time every call of ``module`` with forward hooks."""
+        module.register_forward_pre_hook(lambda *_: self._start(part))
+        module.register_forward_hook(lambda *_: self._stop(part))
+
+    def _start(self, part: str) -> None:
+        synchronize(self.device)
+        self._started[part] = time.perf_counter()
+
+    def _stop(self, part: str) -> None:
+        synchronize(self.device)
+        self.totals[part] += time.perf_counter() - self._started.pop(part)
+
+    def take(self, total_s: float) -> dict[str, float]:
+        """This call's parts in ms (and reset): denoising = sampling - prefix; other = the rest."""
+        t = dict(self.totals)
+        self.totals.clear()
+        parts = {
+            "geometry": t.get("geometry", 0.0),
+            "backbone": t.get("backbone", 0.0),
+            "prefix": t.get("prefix", 0.0),
+            "denoising": t.get("sampling", 0.0) - t.get("prefix", 0.0),
+        }
+        parts["other"] = total_s - sum(parts.values())
+        return {k: v * 1e3 for k, v in parts.items()}
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """The benchmark in this process (see the module docstring)."""
+    import geometry
+
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda given but CUDA is not available")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    policy = build_policy(args.preset, args.image_size, args.device, args.n_obs_steps, args.flow_steps, args.seed)
+    if args.compile:
+        from vla.compile import compile_hot_paths
+
+        compile_hot_paths(policy.model)
+    size = policy.config.image_size
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16"
+                else contextlib.nullcontext())
+    obs = observations(size, 8, args.seed)
+    stream: Iterator[dict[str, Any]] = (obs[i % len(obs)] for i in range(10**9))
+
+    def call() -> float:
+        start = time.perf_counter()
+        with autocast:
+            policy.predict_action(next(stream))
+        synchronize(device)
+        return time.perf_counter() - start
+
+    generator = torch.Generator().manual_seed(args.seed)
+    noise = torch.randn(1, policy.config.chunk_size, policy.config.max_action_dim, generator=generator).to(device)
+    policy.reset()
+    with autocast:
+        chunk = policy.predict_action(obs[0], noise=noise)
+
+    for _ in range(args.warmup):
+        call()
+    latencies = np.array([call() for _ in range(args.calls)]) * 1e3
+    timers = PartTimers(policy, device)
+    parts = [timers.take(call()) for _ in range(args.breakdown_calls)]
+    return {
+        "preset": args.preset,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "dtype": args.dtype,
+        "compile": args.compile,
+        "torch_threads": torch.get_num_threads(),
+        "image_size": size,
+        "cameras": len(CAMERAS),
+        "n_obs_steps": policy.config.n_obs_steps,
+        "flow_steps": policy.config.num_flow_steps,
+        "chunk_size": policy.config.chunk_size,
+        "calls": args.calls,
+        "latency_ms": {
+            "median": round(float(np.median(latencies)), 3),
+            "p95": round(float(np.percentile(latencies, 95)), 3),
+            "min": round(float(latencies.min()), 3),
+        },
+        "breakdown_ms": {k: round(statistics.median(p[k] for p in parts), 3) for k in PARTS},
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "params": sum(p.numel() for p in policy.parameters()),
+        "chunk": np.asarray(chunk).round(6).tolist(),
+        "source": str(Path(geometry.__file__).resolve().parents[1]),
+    }
+
+
+def paired(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
+    """Alternate subprocess runs importing from ``args.paired`` and from this checkout."""
+    forwarded = [a for a in argv if a not in ("--paired", str(args.paired))]
+    forwarded = _drop_option(_drop_option(forwarded, "--rounds"), "--out")
+    sides: dict[str, list[dict[str, Any]]] = {"other": [], "this": []}
+    for _ in range(args.rounds):
+        for side, root in (("other", args.paired.resolve()), ("this", REPO)):
+            env = {**os.environ, "PYTHONPATH": str(root)}
+            proc = subprocess.run([sys.executable, __file__, *forwarded], env=env, capture_output=True, text=True)
+            if proc.returncode:
+                raise SystemExit(f"benchmark run for {root} failed:\n{proc.stderr[-4000:]}")
+            result = json.loads(proc.stdout)
+            if Path(result["source"]) != root:
+                raise SystemExit(f"the run meant for {root} imported the packages from {result['source']}")
+            sides[side].append(result)
+    medians = {side: [r["latency_ms"]["median"] for r in runs] for side, runs in sides.items()}
+    ratios = [o / t for o, t in zip(medians["other"], medians["this"])]
+    chunks = {side: np.asarray(runs[0]["chunk"]) for side, runs in sides.items()}
+    return {
+        "other": str(args.paired.resolve()),
+        "this": str(REPO),
+        "rounds": args.rounds,
+        "median_latency_ms": medians,
+        "speedup_per_round": [round(r, 3) for r in ratios],
+        "speedup_median": round(statistics.median(ratios), 3),
+        "chunk_max_abs_diff": float(np.abs(chunks["other"] - chunks["this"]).max()),
+        "runs": sides,
+    }
+
+
+def _drop_option(argv: list[str], name: str) -> list[str]:
+    """``argv`` without ``name VALUE`` (or ``name=VALUE``)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == name:
+            skip = True
+        elif not a.startswith(f"{name}="):
+            out.append(a)
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    result = paired(args, argv) if args.paired is not None else run(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+    return result
+
+
+if __name__ == "__main__":
+    main()
