@@ -168,17 +168,20 @@ class PolicyServer:
         return host, port
 
     def serve_forever(self) -> None:
-        """Answer requests in this thread until ``shutdown`` (from another thread) or Ctrl-C."""
-        self._server.serve_forever()
+        """Answer requests in this thread until interrupted (Ctrl-C), then close the listening socket."""
+        try:
+            self._server.serve_forever()
+        finally:
+            self._server.server_close()
 
     def start(self) -> "PolicyServer":
-        """Answer requests in a background thread."""
+        """Answer requests in a background thread (stop it with ``shutdown``)."""
         self._thread = threading.Thread(target=self._server.serve_forever, name="policy-server", daemon=True)
         self._thread.start()
         return self
 
     def shutdown(self) -> None:
-        """Stop serving and close the listening socket."""
+        """Stop the background thread of ``start`` and close the listening socket."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()

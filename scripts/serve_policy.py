@@ -1,0 +1,42 @@
+"""Serve a saved geovla policy over a local TCP socket (see ``policies.serving``).
+
+    python scripts/serve_policy.py --policy outputs/demo/policy --host 127.0.0.1 --port 8765
+
+Prints one JSON line ``{"host": ..., "port": ...}`` once it listens (``--port 0`` picks a free
+port), then answers ``PolicyClient`` requests until Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+
+from policies.modeling_geovla import GeoVLAPolicy
+from policies.serving import PolicyServer
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--policy", required=True, help="directory saved by save_pretrained (with its processors)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
+    parser.add_argument("--port", type=int, default=8765, help="TCP port; 0 picks a free one")
+    parser.add_argument("--device", default=None, help="run the policy on this device instead of the saved one")
+    args = parser.parse_args()
+
+    overrides = {"device": args.device} if args.device else {}
+    policy = GeoVLAPolicy.from_pretrained(args.policy, **overrides)
+    if policy.processors is None:
+        parser.error(f"{args.policy} holds no policy_preprocessor.json: save the policy with its processors")
+    server = PolicyServer(policy, args.host, args.port)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops serving like Ctrl-C
+    host, port = server.address
+    print(json.dumps({"host": host, "port": port, "policy": str(args.policy), "device": policy.config.device}), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()
