@@ -4,8 +4,13 @@ background requests, and a wire format that carries arrays but never code."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,11 +28,16 @@ def local_policy(dataset_meta):
 
 
 @pytest.fixture(scope="module")
-def server(local_policy, tmp_path_factory):
-    """A server on a free loopback port running a copy of ``local_policy`` loaded from disk."""
+def saved_dir(local_policy, tmp_path_factory) -> Path:
     directory = tmp_path_factory.mktemp("served") / "policy"
     local_policy.save_pretrained(directory)
-    with PolicyServer(GeoVLAPolicy.from_pretrained(directory), port=0) as server:
+    return directory
+
+
+@pytest.fixture(scope="module")
+def server(saved_dir):
+    """A server on a free loopback port running a copy of ``local_policy`` loaded from disk."""
+    with PolicyServer(GeoVLAPolicy.from_pretrained(saved_dir), port=0) as server:
         yield server
 
 
@@ -126,3 +136,20 @@ def test_server_answers_a_malformed_request_and_keeps_serving(server):
     with PolicyClient(*server.address) as client:
         client.reset()
         assert client.predict_action(_observation(1)).shape == (10, 4)
+
+
+def test_serve_policy_script(local_policy, saved_dir):
+    """``scripts/serve_policy.py`` reports its port, serves the saved policy, and stops on SIGTERM."""
+    script = Path(__file__).parents[2] / "scripts" / "serve_policy.py"
+    command = [sys.executable, str(script), "--policy", str(saved_dir), "--port", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        port = next(json.loads(line)["port"] for line in process.stdout if line.startswith("{"))
+        noise = _noise(local_policy, 11)
+        local_policy.reset()
+        with PolicyClient("127.0.0.1", port) as client:
+            np.testing.assert_array_equal(client.predict_action(_observation(4), noise=noise),
+                                          local_policy.predict_action(_observation(4), noise=noise))
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
