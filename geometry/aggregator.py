@@ -7,12 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from geometry.causal import time_causal_mask, with_causal
+from geometry.causal import time_causal_mask
 from geometry.config import GeometryConfig
 from geometry.dynamics_mask import DynamicsMask
 from geometry.inputs import CAMERA_PARAM_DIM, camera_param_features, validate_camera, validate_images
 from geometry.kv_cache import KVCache
-from geometry.layers import Block, RotaryPositionEmbedding2D, grid_positions
+from geometry.layers import Block, RotaryPositionEmbedding2D, RotaryTables, grid_positions
 from geometry.patch_embed import PatchEmbed
 from geometry.routing import layer_routing, route, stage_boundaries, unroute
 from geometry.view_mixer import ViewMixer
@@ -89,6 +89,7 @@ class Aggregator(nn.Module):
                      self.camera_param_embed[2].bias):
             nn.init.zeros_(zero)
         self.rope = RotaryPositionEmbedding2D(c.rope_frequency)
+        self._rope_tables: dict[tuple, RotaryTables] = {}
         self.frame_blocks = nn.ModuleList(self._block() for _ in range(c.depth))
         self.global_blocks = nn.ModuleList(self._block() for _ in range(c.depth))
         self.dynamics_mask = DynamicsMask(C, c.depth) if c.dynamics_mask else None
@@ -142,6 +143,17 @@ class Aggregator(nn.Module):
         pos = pos.reshape(1, T, V, -1, 2).expand(B, -1, -1, -1, -1)
         return tokens, pos, legacy
 
+    def frame_rope_tables(self, grid: tuple[int, int], dtype: torch.dtype, device: torch.device) -> RotaryTables:
+        """RoPE tables `[1, 1, N, head_dim]` of one frame's tokens (special tokens at 0, then the
+        `grid` of patches), computed once per grid, dtype and device. Every frame has the same
+        positions, so a layout of k frames is `repeat_tokens(k)` of these."""
+        key = (grid, dtype, device)
+        if key not in self._rope_tables:
+            c = self.config
+            pos = grid_positions(1, *grid, c.patch_start_idx, device)
+            self._rope_tables[key] = self.rope.tables(pos, c.embed_dim // c.num_heads, dtype)
+        return self._rope_tables[key]
+
     def new_caches(self, num_views: int, legacy: bool, rotated: bool = True) -> dict[str, KVCache]:
         """Empty stream caches: `global{i}` per global layer, `frame{i}` per temporal frame layer.
 
@@ -182,6 +194,10 @@ class Aggregator(nn.Module):
         global_causal = time_causal_mask(T, V * N, tokens.device) if causal else None
         temporal_causal = time_causal_mask(T, N, tokens.device) if causal else None
         flat_pos = pos.reshape(B, S * N, 2)
+        if caches is None:  # a clip: precomputed RoPE tables per attention layout (a stream caches positions)
+            frame_rope = self.frame_rope_tables((H // c.patch_size, W // c.patch_size), tokens.dtype, tokens.device)
+            rope = {mode: frame_rope.repeat_tokens(n) for mode, n in
+                    (("frame", 1), ("multiview", V), ("temporal", T), ("global", S))}
         outputs: dict[int, torch.Tensor] = {}
         mask_logits = mask_prob = None
         for i in range(c.depth):
@@ -194,7 +210,8 @@ class Aggregator(nn.Module):
                 if kind == "frame":
                     mode = routing[i]
                     mask = temporal_causal if mode == "temporal" else None
-                    out = self.frame_blocks[i](route(tokens, mode), pos=route(pos, mode), attn_mask=mask, cache=cache)
+                    frame_pos = route(pos, mode) if caches is not None else rope[mode]
+                    out = self.frame_blocks[i](route(tokens, mode), pos=frame_pos, attn_mask=mask, cache=cache)
                     tokens = unroute(out, mode, B, T, V)
                 else:
                     x = tokens.reshape(B, S * N, C)
@@ -204,8 +221,9 @@ class Aggregator(nn.Module):
                             cache.stage_key_mask(key_mask, self.dynamics_mask.layer_query_groups(i, S, N, ps))
                         out = self.global_blocks[i](x, pos=flat_pos, cache=cache)
                     else:
-                        bias = None if mask_prob is None else self.dynamics_mask.bias(mask_prob, i, S, N, ps)
-                        out = self.global_blocks[i](x, pos=flat_pos, attn_mask=with_causal(bias, global_causal))
+                        masks = global_causal if mask_prob is None else self.dynamics_mask.group_masks(
+                            mask_prob, i, S, N, ps, global_causal)
+                        out = self.global_blocks[i](x, pos=rope["global"], attn_mask=masks)
                     tokens = out.reshape(B, T, V, N, C)
                 intermediates.append(tokens)
             if i in wanted:

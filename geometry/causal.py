@@ -15,11 +15,4 @@ def time_causal_mask(num_times: int, tokens_per_time: int, device: torch.device 
     return times.unsqueeze(0) <= times.unsqueeze(1)
 
 
-def with_causal(bias: torch.Tensor | None, causal: torch.Tensor | None) -> torch.Tensor | None:
-    """Combine an additive float bias with a boolean mask (-inf where not allowed); either may be None."""
-    if bias is None or causal is None:
-        return causal if bias is None else bias
-    return bias.masked_fill(~causal, float("-inf"))
-
-
-__all__ = ["time_causal_mask", "with_causal"]
+__all__ = ["time_causal_mask"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from geometry.layers.attention import GroupMasks
+
 LOG_EPS = 1e-6
 
 
@@ -110,8 +112,29 @@ class DynamicsMask(nn.Module):
         """Per-token key values `strength * m` `[B, S*N]` (0 at special tokens) for a KV cache."""
         return token_key_mask(self.strength * mask_prob, num_frames, tokens_per_frame, patch_start_idx)
 
+    def group_masks(self, mask_prob: torch.Tensor, layer: int, num_frames: int, tokens_per_frame: int,
+                    patch_start_idx: int, causal: torch.Tensor | None = None) -> GroupMasks:
+        """Masks of global layer `layer` per query group (`geometry.layers.attention.GroupMasks`),
+        equal to the dense `bias` (combined with the boolean `causal` `[S*N, S*N]` when given).
+
+        Patch queries are never biased, so they attend with no mask (or their causal rows);
+        camera and register queries each get one bias row `[B, 1, 1, S*N]` (`[B, 1, n_g, S*N]`
+        with causal rows, -inf where not allowed). This costs O(S*N) per layer, not O((S*N)^2).
+        """
+        m = self.key_mask(mask_prob, num_frames, tokens_per_frame, patch_start_idx)[:, None, None]
+        masks: GroupMasks = []
+        for idx, strength in self.layer_query_groups(layer, num_frames, tokens_per_frame, patch_start_idx):
+            rows = None if causal is None else causal[idx]  # [n_g, S*N] bool
+            if strength is None:
+                masks.append((idx, rows))
+                continue
+            bias = suppression_bias(strength, m)
+            masks.append((idx, bias if rows is None else bias.masked_fill(~rows, float("-inf"))))
+        return masks
+
     def bias(self, mask_prob: torch.Tensor, layer: int, num_frames: int, tokens_per_frame: int,
              patch_start_idx: int) -> torch.Tensor:
-        """Key bias of global layer `layer` for dynamic probabilities `mask_prob [B, S*P]`."""
+        """Dense key bias `[B, 1, S*N, S*N]` of global layer `layer` for dynamic probabilities
+        `mask_prob [B, S*P]`: the definition that `group_masks` computes per query group."""
         strengths = query_strengths(tokens_per_frame, patch_start_idx, torch.sigmoid(self.gates[layer]))
         return dynamics_key_bias(self.strength * mask_prob, strengths, num_frames, patch_start_idx)

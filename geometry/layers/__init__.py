@@ -4,6 +4,7 @@ from geometry.layers.attention import Attention
 from geometry.layers.block import Block, LayerScale
 from geometry.layers.lowrank import LowRankLinear
 from geometry.layers.mlp import Mlp
-from geometry.layers.rope import RotaryPositionEmbedding2D, grid_positions
+from geometry.layers.rope import RotaryPositionEmbedding2D, RotaryTables, grid_positions
 
-__all__ = ["Attention", "Block", "LayerScale", "LowRankLinear", "Mlp", "RotaryPositionEmbedding2D", "grid_positions"]
+__all__ = ["Attention", "Block", "LayerScale", "LowRankLinear", "Mlp", "RotaryPositionEmbedding2D", "RotaryTables",
+           "grid_positions"]

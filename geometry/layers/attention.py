@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geometry.layers.rope import RotaryPositionEmbedding2D
+from geometry.layers.rope import RotaryPositionEmbedding2D, RotaryTables
 
 if TYPE_CHECKING:
     from geometry.kv_cache import KVCache
@@ -32,7 +32,8 @@ class Attention(nn.Module):
     """`[B, N, C] -> [B, N, C]`; parameter names (qkv, q_norm, k_norm, proj) follow VGGT.
 
     `attn_mask` is passed to `F.scaled_dot_product_attention`: boolean (True = may attend) or an
-    additive float bias, broadcastable to `[B, heads, N, N_kv]`. `past_kv` (k, v of earlier tokens,
+    additive float bias, broadcastable to `[B, heads, N, N_kv]`, or `GroupMasks` (one mask per
+    query group). `pos` are RoPE positions or precomputed `RotaryTables`. `past_kv` (k, v of earlier tokens,
     `[B, heads, M, D]`, already normalised and rotated) is prepended to this call's keys/values,
     and `return_kv=True` also returns the full (k, v) so a caller can keep a cache. `cache` (a
     `geometry.kv_cache.KVCache`, streaming) instead appends this call's k/v to the cache in place
@@ -50,13 +51,14 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.rope = rope
 
-    def prepare_keys(self, k: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
-        """Raw keys `[B, heads, N, D]` -> normalised and rotated (positions `[B, N, 2]` or `[B, heads, N, 2]`)."""
+    def prepare_keys(self, k: torch.Tensor, pos: torch.Tensor | RotaryTables | None) -> torch.Tensor:
+        """Raw keys `[B, heads, N, D]` -> normalised and rotated (positions `[B, N, 2]` or
+        `[B, heads, N, 2]`, or their `RotaryTables`)."""
         k = self.k_norm(k)
         return self.rope(k, pos) if self.rope is not None and pos is not None else k
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
-                past_kv: KV | None = None, return_kv: bool = False,
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | RotaryTables | None = None,
+                attn_mask: torch.Tensor | GroupMasks | None = None, past_kv: KV | None = None, return_kv: bool = False,
                 cache: KVCache | None = None) -> torch.Tensor | tuple[torch.Tensor, KV]:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)

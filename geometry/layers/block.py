@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from geometry.layers.attention import KV, Attention
+from geometry.layers.attention import KV, Attention, GroupMasks
 from geometry.layers.mlp import Mlp
-from geometry.layers.rope import RotaryPositionEmbedding2D
+from geometry.layers.rope import RotaryPositionEmbedding2D, RotaryTables
 
 if TYPE_CHECKING:
     from geometry.kv_cache import KVCache
@@ -40,8 +40,8 @@ class Block(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, init_values)
 
-    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None,
-                past_kv: KV | None = None, return_kv: bool = False,
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | RotaryTables | None = None,
+                attn_mask: torch.Tensor | GroupMasks | None = None, past_kv: KV | None = None, return_kv: bool = False,
                 cache: KVCache | None = None) -> torch.Tensor | tuple[torch.Tensor, KV]:
         attn = self.attn(self.norm1(x), pos=pos, attn_mask=attn_mask, past_kv=past_kv, return_kv=return_kv, cache=cache)
         if return_kv:

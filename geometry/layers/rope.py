@@ -7,6 +7,8 @@ angle `pos / frequency ** (2i / d)`.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -24,33 +26,56 @@ def grid_positions(num_frames: int, grid_h: int, grid_w: int, num_special: int, 
     return torch.cat([special, patches], dim=0).unsqueeze(0).expand(num_frames, -1, -1)
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat([-second, first], dim=-1)
+class RotaryTables(NamedTuple):
+    """Precomputed rotation of a token layout: `cos` and signed `sin`, `[B or 1, 1 or heads, N, D]`.
+
+    `rotate(x, tables) = x * cos + pair_swap(x) * sin` where `pair_swap` exchanges channel i and
+    i + D/4 inside each half; `sin` carries the sign of the first member of each pair. Build once
+    with `RotaryPositionEmbedding2D.tables` and reuse for every layer (and every call) that has
+    the same positions.
+    """
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    def repeat_tokens(self, times: int) -> "RotaryTables":
+        """The tables of `times` copies of this token layout one after the other `[.., times*N, D]`."""
+        return RotaryTables(self.cos.repeat(1, 1, times, 1), self.sin.repeat(1, 1, times, 1))
+
+
+def _pair_swap(x: torch.Tensor) -> torch.Tensor:
+    """`[..., D]`: channels `[a, b | c, d]` (quarters) -> `[b, a | d, c]` (one stack, faster than a flip)."""
+    a, b, c, d = x.unflatten(-1, (4, -1)).unbind(-2)
+    return torch.stack([b, a, d, c], dim=-2).flatten(-2)
 
 
 class RotaryPositionEmbedding2D(nn.Module):
     """Rotate q or k `[B, heads, N, D]` by positions `[B, N, 2]`, or per head `[B, heads, N, 2]`
-    (a streaming cache whose heads keep different tokens); D divisible by 4."""
+    (a streaming cache whose heads keep different tokens), or by precomputed `RotaryTables`;
+    D divisible by 4."""
 
     def __init__(self, frequency: float = 100.0) -> None:
         super().__init__()
         self.frequency = frequency
 
-    def _cos_sin(self, positions: torch.Tensor, dim: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def tables(self, positions: torch.Tensor, dim: int, dtype: torch.dtype) -> RotaryTables:
+        """Tables for positions `[B, N, 2]` (shared by the heads) or `[B, heads, N, 2]`, head size `dim`."""
         work = torch.promote_types(dtype, torch.float32)  # angles in at least float32
-        exponents = torch.arange(0, dim, 2, device=positions.device, dtype=work) / dim
-        inv_freq = self.frequency ** (-exponents)
-        angles = positions.to(work).unsqueeze(-1) * inv_freq  # [B, N, dim/2] or [B, heads, N, dim/2]
-        angles = torch.cat([angles, angles], dim=-1)
-        if angles.dim() == 3:
-            angles = angles.unsqueeze(1)  # [B, 1, N, dim]: shared by the heads
-        return angles.cos().to(dtype), angles.sin().to(dtype)
+        quarter = dim // 4
+        exponents = torch.arange(0, dim // 2, 2, device=positions.device, dtype=work) / (dim // 2)
+        inv_freq = self.frequency ** (-exponents)  # [D/4]
+        angles = positions.to(work).unsqueeze(-1) * inv_freq  # [..., N, 2 (row, col), D/4]
+        angles = angles.unsqueeze(-2).expand(*angles.shape[:-1], 2, quarter)  # [..., N, 2, 2, D/4]
+        sign = torch.tensor([-1.0, 1.0], device=positions.device, dtype=work).view(2, 1)
+        cos, sin = angles.cos().flatten(-3), (angles.sin() * sign).flatten(-3)
+        if positions.dim() == 3:
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [B, 1, N, D]: shared by the heads
+        return RotaryTables(cos.to(dtype), sin.to(dtype))
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        out = []
-        for axis, part in enumerate(x.split(half, dim=-1)):
-            cos, sin = self._cos_sin(positions[..., axis], half, x.dtype)
-            out.append(part * cos + _rotate_half(part) * sin)
-        return torch.cat(out, dim=-1)
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | RotaryTables) -> torch.Tensor:
+        if not isinstance(positions, RotaryTables):
+            positions = self.tables(positions, x.shape[-1], x.dtype)
+        cos, sin = positions
+        if cos.dtype != x.dtype:  # tables built for another dtype (e.g. float32 under autocast)
+            cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        return x * cos + _pair_swap(x) * sin

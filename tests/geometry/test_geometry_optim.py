@@ -1,0 +1,90 @@
+"""The aggregator's fast paths equal their references: precomputed RoPE tables (tolerance 1e-6)
+and per-query-group dynamics-mask attention instead of a dense float bias (tolerance 1e-5)."""
+
+import pytest
+import torch
+
+from geometry.aggregator import Aggregator
+from geometry.causal import time_causal_mask
+from geometry.config import make_config
+from geometry.dynamics_mask import DynamicsMask
+from geometry.layers import Attention, RotaryPositionEmbedding2D, grid_positions
+
+ROPE_TOL = dict(atol=1e-6, rtol=0)
+MASK_TOL = dict(atol=1e-5, rtol=1e-5)
+
+
+def reference_rope(x: torch.Tensor, positions: torch.Tensor, frequency: float = 100.0) -> torch.Tensor:
+    """The 2D RoPE as first written: per axis, angles -> cos/sin, `x*cos + rotate_half(x)*sin`."""
+    half = x.shape[-1] // 2
+    out = []
+    for axis, part in enumerate(x.split(half, dim=-1)):
+        inv_freq = frequency ** (-(torch.arange(0, half, 2, dtype=torch.float32) / half))
+        angles = positions[..., axis].float().unsqueeze(-1) * inv_freq
+        angles = torch.cat([angles, angles], dim=-1)
+        if angles.dim() == 3:
+            angles = angles.unsqueeze(1)
+        first, second = part.chunk(2, dim=-1)
+        out.append(part * angles.cos() + torch.cat([-second, first], dim=-1) * angles.sin())
+    return torch.cat(out, dim=-1)
+
+
+def test_rope_tables_equal_reference():
+    torch.manual_seed(0)
+    rope = RotaryPositionEmbedding2D(100.0)
+    x = torch.randn(2, 4, 21, 16)
+    pos = grid_positions(1, 4, 4, 5).expand(2, -1, -1)  # [2, 21, 2]
+    expected = reference_rope(x, pos)
+    torch.testing.assert_close(rope(x, pos), expected, **ROPE_TOL)
+    torch.testing.assert_close(rope(x, rope.tables(pos, 16, x.dtype)), expected, **ROPE_TOL)
+    per_head = torch.randint(0, 9, (2, 4, 21, 2))  # a streaming cache's per-head positions
+    torch.testing.assert_close(rope(x, per_head), reference_rope(x, per_head), **ROPE_TOL)
+    # a layout of 3 frames is the frame's tables repeated
+    tables = rope.tables(pos[:1], 16, x.dtype).repeat_tokens(3)
+    x3 = torch.randn(1, 4, 63, 16)
+    torch.testing.assert_close(rope(x3, tables), reference_rope(x3, pos[:1].repeat(1, 3, 1)), **ROPE_TOL)
+    assert not torch.allclose(rope(x, pos), x)  # the rotation does something
+
+
+def _dense_mask(dm: DynamicsMask, mask_prob, layer, S, N, ps, causal):
+    bias = dm.bias(mask_prob, layer, S, N, ps)
+    return bias if causal is None else bias.masked_fill(~causal, float("-inf"))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_group_masks_equal_dense_bias(causal):
+    torch.manual_seed(0)
+    S, N, ps, C = 4, 9, 3, 32
+    dm = DynamicsMask(C, depth=3)
+    with torch.no_grad():
+        dm.strength.fill_(1.5)
+        dm.gates.copy_(torch.randn(3))
+    attn = Attention(C, 4, rope=RotaryPositionEmbedding2D()).eval()
+    x = torch.randn(2, S * N, C)
+    pos = grid_positions(S, 2, 3, ps).reshape(1, S * N, 2).expand(2, -1, -1)
+    mask_prob = torch.rand(2, S * (N - ps))
+    rows = time_causal_mask(2, 2 * N) if causal else None  # 2 time steps of 2 views
+    groups = dm.group_masks(mask_prob, 1, S, N, ps, rows)
+    dense = _dense_mask(dm, mask_prob, 1, S, N, ps, rows)
+    torch.testing.assert_close(attn(x, pos, attn_mask=groups), attn(x, pos, attn_mask=dense), **MASK_TOL)
+    # the bias matters: without it the special tokens' outputs differ
+    assert not torch.allclose(attn(x, pos, attn_mask=rows), attn(x, pos, attn_mask=dense), atol=1e-3)
+
+
+@pytest.mark.parametrize("causal_time", [False, True])
+def test_aggregator_equals_dense_bias_forward(causal_time, monkeypatch):
+    torch.manual_seed(0)
+    model = Aggregator(make_config("tiny", img_size=32, causal_time=causal_time)).eval()
+    with torch.no_grad():
+        model.dynamics_mask.strength.fill_(2.0)
+        model.dynamics_mask.gates.copy_(torch.randn(model.config.depth))
+        for p in model.dynamics_mask.head.parameters():
+            p.add_(torch.randn_like(p))
+    images = torch.rand(1, 2, 3, 3, 32, 32)
+    with torch.no_grad():
+        fast = model(images)
+        monkeypatch.setattr(model.dynamics_mask, "group_masks", lambda *a: _dense_mask(model.dynamics_mask, *a))
+        dense = model(images)
+    assert fast.layers.keys() == dense.layers.keys()
+    for i in fast.layers:
+        torch.testing.assert_close(fast.layers[i], dense.layers[i], **MASK_TOL)
