@@ -135,11 +135,20 @@ class DeepFusionActionModel(nn.Module):
             noisy_actions: ``[B, H, max_action_dim]``.
             time: ``[B]``.
         """
-        dtype = self.action_in_proj.weight.dtype
+        return self._assemble_suffix(self.state_token(state), noisy_actions, time)
+
+    def state_token(self, state: Tensor | None) -> Tensor | None:
+        """``state [B, max_state_dim]`` -> state token ``[B, 1, De]`` (None without a state token)."""
+        if self.state_proj is None:
+            return None
+        return self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]
+
+    def _assemble_suffix(self, state_token: Tensor | None, noisy_actions: Tensor, time: Tensor) -> Tensor:
+        """Time token, ``state_token [B, 1, De]`` (or None) and action tokens -> ``[B, S, De]``."""
         tokens = [self.time_encoder(time)]
-        if self.state_proj is not None:
-            tokens.append(self.state_proj(state.to(dtype))[:, None])
-        tokens.append(self.action_in_proj(noisy_actions.to(dtype)))
+        if state_token is not None:
+            tokens.append(state_token)
+        tokens.append(self.action_in_proj(noisy_actions.to(self.action_in_proj.weight.dtype)))
         return torch.cat(tokens, dim=1)
 
     def language_logits(self, prefix: Prefix) -> Tensor:
@@ -276,8 +285,10 @@ class DeepFusionActionModel(nn.Module):
             suffix_position_ids(prefix.valid, self.suffix_len),
         )
 
+        state_token = self.state_token(state)  # the same at every step
+
         def velocity(noisy: Tensor, time: Tensor) -> Tensor:
-            suffix = self.embed_suffix(state, noisy, time)
+            suffix = self._assemble_suffix(state_token, noisy, time)
             return self._action_velocity(self.fusion.forward_suffix(suffix, cache))
 
         return velocity

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PretrainedConfig
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from vla.layer_ops import gated_mlp, linear, rms_norm, rotary_tables, rotate
 from vla.masks import fold_mask_for_groups
 
 
@@ -70,8 +70,8 @@ class PrefixCache:
     the prefix, written once by :meth:`DeepFusionDecoder.build_prefix_cache`; slots ``[L:]`` are
     scratch that each denoising step overwrites with its suffix keys/values. So no step copies
     or changes the prefix entries, and attention reads one contiguous buffer. The suffix's
-    rotary tables ``[B, S, head_dim]`` and folded mask ``[B, 1, G * S, L + S]`` are the same at
-    every step, so they are computed here once.
+    rotary tables ``[B, 1, S, head_dim]`` (:func:`vla.layer_ops.rotary_tables`) and folded mask
+    ``[B, 1, G * S, L + S]`` are the same at every step, so they are computed here once.
     """
 
     keys: list[Tensor]
@@ -155,14 +155,15 @@ class DeepFusionDecoder(nn.Module):
         rotary = self.rotary(active[0][1], position_ids)
         outputs = iter(self._run(active, rotary, fold_mask_for_groups(mask, self.groups), cache=None))
         prefix_out, suffix_out = (
-            decoder.norm(next(outputs)) if h is not None and h.shape[1] > 0 else h
+            rms_norm(decoder.norm, next(outputs)) if h is not None and h.shape[1] > 0 else h
             for decoder, h in streams
         )
         return prefix_out, suffix_out
 
     def rotary(self, like: Tensor, position_ids: Tensor) -> tuple[Tensor, Tensor]:
-        """The LLM's rotary ``(cos, sin)``, each ``[B, N, head_dim]`` in ``like``'s dtype."""
-        return self.llm.rotary_emb(like, position_ids)
+        """The LLM's rotary tables ``(cos, signed sin)``, each ``[B, 1, N, head_dim]`` in ``like``'s
+        dtype (:func:`vla.layer_ops.rotary_tables` of the HF rotary embedding)."""
+        return rotary_tables(*self.llm.rotary_emb(like, position_ids))
 
     def build_prefix_cache(self, prefix: Tensor, prefix_mask: Tensor, prefix_position_ids: Tensor,
                            suffix_mask: Tensor, suffix_position_ids: Tensor) -> PrefixCache:
@@ -206,7 +207,7 @@ class DeepFusionDecoder(nn.Module):
         if suffix.shape[1] != cache.suffix_len:
             raise ValueError(f"suffix has {suffix.shape[1]} tokens, the cache was built for {cache.suffix_len}")
         (hidden,) = self._run([(self.expert, suffix)], cache.suffix_rotary, cache.suffix_mask, cache)
-        return self.expert.norm(hidden)
+        return rms_norm(self.expert.norm, hidden)
 
     def _run(self, active: list[tuple[nn.Module, Tensor]], rotary: tuple[Tensor, Tensor],
              mask: Tensor, cache: PrefixCache | None) -> list[Tensor]:
@@ -216,7 +217,7 @@ class DeepFusionDecoder(nn.Module):
         writes the suffix slots and attends over the whole buffer.
         """
         lengths = [h.shape[1] for _, h in active]
-        rotary = list(zip(rotary[0].split(lengths, dim=1), rotary[1].split(lengths, dim=1)))
+        rotary = list(zip(rotary[0].split(lengths, dim=2), rotary[1].split(lengths, dim=2)))
         filling = cache is not None and active[0][0] is self.llm
         hiddens = [h for _, h in active]
         for index in range(self.num_layers):
@@ -240,16 +241,13 @@ class DeepFusionDecoder(nn.Module):
                  rotary: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor, Tensor]:
         """Per-stream norm, q/k/v projections and rotary; concatenated to ``[B, H, N, d]``."""
         qs, ks, vs = [], [], []
-        for layer, hidden, (cos, sin) in zip(layers, hiddens, rotary):
+        for layer, hidden, tables in zip(layers, hiddens, rotary):
             attn = layer.self_attn
-            x = layer.input_layernorm(hidden)
+            x = rms_norm(layer.input_layernorm, hidden)
             shape = (*x.shape[:-1], -1, self.head_dim)
-            q = attn.q_proj(x).view(shape).transpose(1, 2)
-            k = attn.k_proj(x).view(shape).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            qs.append(q)
-            ks.append(k)
-            vs.append(attn.v_proj(x).view(shape).transpose(1, 2))
+            qs.append(rotate(linear(attn.q_proj, x).view(shape).transpose(1, 2), tables))
+            ks.append(rotate(linear(attn.k_proj, x).view(shape).transpose(1, 2), tables))
+            vs.append(linear(attn.v_proj, x).view(shape).transpose(1, 2))
         if len(layers) == 1:
             return qs[0], ks[0], vs[0]
         return torch.cat(qs, dim=2), torch.cat(ks, dim=2), torch.cat(vs, dim=2)
@@ -257,5 +255,5 @@ class DeepFusionDecoder(nn.Module):
     @staticmethod
     def _finish(layer: nn.Module, hidden: Tensor, attended: Tensor) -> Tensor:
         """Output projection, residual, post-attention norm, MLP, residual."""
-        hidden = hidden + layer.self_attn.o_proj(attended)
-        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        hidden = hidden + linear(layer.self_attn.o_proj, attended)
+        return hidden + gated_mlp(layer.mlp, rms_norm(layer.post_attention_layernorm, hidden))

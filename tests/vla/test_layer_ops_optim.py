@@ -1,0 +1,68 @@
+"""``vla.layer_ops`` computes what the HF modules compute (bitwise in float32, bfloat16 within its
+rounding), and falls back to the module for LoRA wrappers."""
+
+import pytest
+import torch
+from peft import LoraConfig, inject_adapter_in_model
+from torch import nn
+from transformers import LlamaConfig
+from transformers.models.llama.modeling_llama import (
+    LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding, apply_rotary_pos_emb,
+)
+from transformers.models.qwen2.modeling_qwen2 import Qwen2RMSNorm
+
+from vla.layer_ops import gated_mlp, linear, rms_norm, rotary_tables, rotate
+
+BF16_TOL = dict(atol=2e-2, rtol=2e-2)
+
+
+def _perturbed(module: nn.Module) -> nn.Module:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return module
+
+
+@pytest.mark.parametrize("norm_cls", [LlamaRMSNorm, Qwen2RMSNorm])
+def test_rms_norm_equals_module(norm_cls):
+    norm = _perturbed(norm_cls(64, eps=1e-6))
+    x = torch.randn(2, 7, 64) * 3
+    torch.testing.assert_close(rms_norm(norm, x), norm(x), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(rms_norm(norm, x.bfloat16()), norm(x.bfloat16()), **BF16_TOL)
+    layer_norm = nn.LayerNorm(64)
+    assert torch.equal(rms_norm(layer_norm, x), layer_norm(x))  # other norms: the module itself
+
+
+def test_linear_and_mlp_equal_modules():
+    config = LlamaConfig(hidden_size=32, intermediate_size=48, hidden_act="silu")
+    mlp = _perturbed(LlamaMLP(config))
+    x = torch.randn(2, 5, 32)
+    torch.testing.assert_close(gated_mlp(mlp, x), mlp(x), atol=1e-6, rtol=1e-6)
+    proj = _perturbed(nn.Linear(32, 16))
+    torch.testing.assert_close(linear(proj, x), proj(x), atol=1e-6, rtol=1e-6)
+
+
+def test_lora_wrapped_linear_is_called_as_module():
+    holder = nn.Module()
+    holder.q_proj = nn.Linear(32, 32)
+    inject_adapter_in_model(LoraConfig(r=4, target_modules=["q_proj"]), holder)
+    with torch.no_grad():
+        holder.q_proj.lora_B["default"].weight.normal_()  # a nonzero adapter
+    x = torch.randn(3, 32)
+    assert type(holder.q_proj) is not nn.Linear
+    torch.testing.assert_close(linear(holder.q_proj, x), holder.q_proj(x))
+    assert not torch.allclose(linear(holder.q_proj, x), holder.q_proj.base_layer(x))
+
+
+def test_rotate_equals_hf_rotary():
+    config = LlamaConfig(hidden_size=64, num_attention_heads=2)
+    rotary = LlamaRotaryEmbedding(config)
+    q, k = torch.randn(2, 2, 9, 32), torch.randn(2, 1, 9, 32)
+    positions = torch.arange(9).expand(2, -1) + torch.tensor([[0], [3]])
+    cos, sin = rotary(q, positions)
+    hf_q, hf_k = apply_rotary_pos_emb(q, k, cos, sin)
+    tables = rotary_tables(cos, sin)
+    torch.testing.assert_close(rotate(q, tables), hf_q, atol=1e-6, rtol=0)
+    torch.testing.assert_close(rotate(k, tables), hf_k, atol=1e-6, rtol=0)
+    assert not torch.allclose(rotate(q, tables), q)
