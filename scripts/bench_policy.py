@@ -4,7 +4,8 @@ Prints one JSON object. The policy has random weights and synthetic normalisatio
 call gets 3 camera images at the policy's size, a state and an instruction, and is one control
 step of the ``n_obs_steps``-frame history the geometry aggregator reads (T=2 by default), with
 10 flow steps. Latency is the median and p95 wall time of ``--calls`` plain calls after
-``--warmup`` calls. The breakdown times ``--breakdown-calls`` further calls with timers around
+``--warmup`` calls (``cpu_median``: the median CPU time of the process; with one thread, the
+call's compute, less disturbed by other processes sharing the cores). The breakdown times ``--breakdown-calls`` further calls with timers around
 the parts (medians, milliseconds): ``geometry`` (aggregator + spatial tokens), ``backbone`` (the
 FiLM ViTs), ``prefix`` (the LLM pass that fills the prefix KV cache), ``denoising`` (the flow
 loop, i.e. sampling minus the prefix pass) and ``other`` (pre/post-processing, prefix assembly).
@@ -196,12 +197,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     obs = observations(size, 8, args.seed)
     stream: Iterator[dict[str, Any]] = (obs[i % len(obs)] for i in range(10**9))
 
-    def call() -> float:
-        start = time.perf_counter()
+    def call() -> tuple[float, float]:
+        """(wall, CPU) seconds of one call."""
+        start, cpu = time.perf_counter(), time.process_time()
         with autocast:
             policy.predict_action(next(stream))
         synchronize(device)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
     generator = torch.Generator().manual_seed(args.seed)
     noise = torch.randn(1, policy.config.chunk_size, policy.config.max_action_dim, generator=generator).to(device)
@@ -211,9 +213,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     for _ in range(args.warmup):
         call()
-    latencies = np.array([call() for _ in range(args.calls)]) * 1e3
+    latencies, cpu_times = (np.array(t) * 1e3 for t in zip(*(call() for _ in range(args.calls))))
     timers = PartTimers(policy, device)
-    parts = [timers.take(call()) for _ in range(args.breakdown_calls)]
+    parts = [timers.take(call()[0]) for _ in range(args.breakdown_calls)]
     return {
         "preset": args.preset,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -230,6 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "median": round(float(np.median(latencies)), 3),
             "p95": round(float(np.percentile(latencies, 95)), 3),
             "min": round(float(latencies.min()), 3),
+            "cpu_median": round(float(np.median(cpu_times)), 3),
         },
         "breakdown_ms": {k: round(statistics.median(p[k] for p in parts), 3) for k in PARTS},
         "peak_memory_mb": round(peak_memory_mb(device), 1),
@@ -255,7 +258,9 @@ def paired(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
                 raise SystemExit(f"the run meant for {root} imported the packages from {result['source']}")
             sides[side].append(result)
     medians = {side: [r["latency_ms"]["median"] for r in runs] for side, runs in sides.items()}
+    cpu = {side: [r["latency_ms"]["cpu_median"] for r in runs] for side, runs in sides.items()}
     ratios = [o / t for o, t in zip(medians["other"], medians["this"])]
+    cpu_ratios = [o / t for o, t in zip(cpu["other"], cpu["this"])]
     chunks = {side: np.asarray(runs[0]["chunk"]) for side, runs in sides.items()}
     return {
         "other": str(args.paired.resolve()),
@@ -264,6 +269,8 @@ def paired(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "median_latency_ms": medians,
         "speedup_per_round": [round(r, 3) for r in ratios],
         "speedup_median": round(statistics.median(ratios), 3),
+        "median_cpu_ms": cpu,
+        "cpu_speedup_median": round(statistics.median(cpu_ratios), 3),
         "chunk_max_abs_diff": float(np.abs(chunks["other"] - chunks["this"]).max()),
         "runs": sides,
     }
