@@ -78,8 +78,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_policy(preset: str, image_size: int | None, device: str, n_obs_steps: int, flow_steps: int,
-                 seed: int) -> Any:
-    """A random-weight ``GeoVLAPolicy`` with 3 cameras, 4-d state and action, processors attached."""
+                 seed: int, lora_rank: int = 0) -> Any:
+    """A random-weight ``GeoVLAPolicy`` (eval mode) with 3 cameras, 4-d state and action, and
+    processors attached; ``lora_rank`` > 0 adds peft LoRA to the LLM and expert."""
     from policies.configuration_geovla import GeoVLAConfig
     from policies.modeling_geovla import GeoVLAPolicy
     from policies.processor_geovla import make_geovla_pre_post_processors
@@ -89,7 +90,7 @@ def build_policy(preset: str, image_size: int | None, device: str, n_obs_steps: 
     inputs[OBS_STATE] = PolicyFeature(FeatureType.STATE, (STATE_DIM,))
     config = GeoVLAConfig(
         preset=preset, image_size=size, device=device, push_to_hub=False, n_obs_steps=n_obs_steps,
-        num_flow_steps=flow_steps, input_features=inputs,
+        num_flow_steps=flow_steps, lora_rank=lora_rank, input_features=inputs,
         output_features={ACTION: PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))},
     )
     stats = {

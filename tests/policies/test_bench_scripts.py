@@ -1,0 +1,46 @@
+"""``scripts/bench_policy.py`` and ``scripts/bench_train.py`` run and report what they promise
+(tiny preset, 32 px, a handful of calls; the figures themselves are not tested)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(SCRIPTS))  # bench_train imports bench_policy
+    spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_policy_reports_latency_breakdown_and_memory(tmp_path):
+    out = tmp_path / "policy.json"
+    report = _load("bench_policy").main([
+        "--image-size", "32", "--threads", "1", "--warmup", "1", "--calls", "3", "--breakdown-calls", "2",
+        "--out", str(out),
+    ])
+    assert out.exists() and report["cameras"] == 3 and report["n_obs_steps"] == 2 and report["flow_steps"] == 10
+    latency = report["latency_ms"]
+    assert 0 < latency["min"] <= latency["median"] <= latency["p95"]
+    parts = report["breakdown_ms"]
+    assert set(parts) == {"geometry", "backbone", "prefix", "denoising", "other"}
+    assert all(parts[k] > 0 for k in ("geometry", "backbone", "prefix", "denoising"))
+    assert report["peak_memory_mb"] > 0
+    assert len(report["chunk"]) == 10 and len(report["chunk"][0]) == 4
+    assert Path(report["source"]) == SCRIPTS.parent
+
+
+def test_bench_train_reports_throughput_memory_and_flops():
+    report = _load("bench_train").main([
+        "--image-size", "32", "--threads", "1", "--batch", "2", "--warmup", "1", "--steps", "1",
+        "--lora-rank", "4", "--grad-checkpointing",
+    ])
+    assert report["samples_per_s"] > 0 and report["peak_memory_mb"] > 0 and report["flops_per_step"] > 0
+    assert report["trainable_params"] < report["params"]  # LoRA freezes the LLM and expert bases
+    assert "geometry_loss" in report["losses"] and "flow_matching_loss" in report["losses"]
+    assert "mfu" not in report  # MFU is for a GPU in bfloat16 only
