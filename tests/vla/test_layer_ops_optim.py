@@ -66,3 +66,19 @@ def test_rotate_equals_hf_rotary():
     torch.testing.assert_close(rotate(q, tables), hf_q, atol=1e-6, rtol=0)
     torch.testing.assert_close(rotate(k, tables), hf_k, atol=1e-6, rtol=0)
     assert not torch.allclose(rotate(q, tables), q)
+
+
+def test_backbone_encoder_output_equals_last_hidden_state():
+    """The encoder's last block runs FiLM and the MLP on the aggregation tokens only."""
+    from vla.backbone.config import backbone_config
+    from vla.backbone.encoders import build_encoder
+
+    config = backbone_config("tiny")
+    for stream in (config.siglip, config.dinov2):
+        encoder = _perturbed(build_encoder(stream, config.image_size, config.llm_dim, config.num_agg_tokens)).eval()
+        images, language = torch.rand(3, 3, 64, 64), torch.randn(3, config.llm_dim)
+        with torch.no_grad():
+            full = encoder.hidden_states(encoder.aggregation.append(encoder.embed(images)), language)[-1]
+            expected = encoder.aggregation.take(full)
+            torch.testing.assert_close(encoder(images, language), expected, atol=1e-5, rtol=1e-5)
+            assert not torch.allclose(encoder(images, language), full[:, : config.num_agg_tokens], atol=1e-3)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import timm
 import torch
 from timm.models.vision_transformer import Block, VisionTransformer
@@ -85,20 +87,30 @@ class FiLMViTEncoder(nn.Module):
 
     def hidden_states(self, tokens: torch.Tensor, language: torch.Tensor) -> list[torch.Tensor]:
         """tokens: [N, T, D], language: [N, D_lang] → output of each kept block, each [N, T, D]."""
-        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         states = []
         for block, film in zip(self.vit.blocks, self.films):
-            if recompute:
-                tokens = checkpoint(film_block_forward, block, film, tokens, language, use_reentrant=False)
-            else:
-                tokens = film_block_forward(block, film, tokens, language)
+            tokens = self._block(block, film, tokens, language)
             states.append(tokens)
         return states
 
     def forward(self, images: torch.Tensor, language: torch.Tensor) -> torch.Tensor:
-        """images: [N, 3, H, W] in [0, 1], language: [N, D_lang] → aggregation tokens [N, K, D]."""
+        """images: [N, 3, H, W] in [0, 1], language: [N, D_lang] → aggregation tokens [N, K, D].
+
+        Equals the last K tokens of `hidden_states(...)[-1]`, but the last block's FiLM and MLP
+        run on those K tokens only: the other tokens' outputs would be discarded.
+        """
         tokens = self.aggregation.append(self.embed(images))  # [N, prefix + P + K, D]
-        return self.aggregation.take(self.hidden_states(tokens, language)[-1])
+        pairs = list(zip(self.vit.blocks, self.films))
+        for block, film in pairs[:-1]:
+            tokens = self._block(block, film, tokens, language)
+        return self._block(*pairs[-1], tokens, language, select=self.aggregation.take)
+
+    def _block(self, block: Block, film: FiLM, tokens: torch.Tensor, language: torch.Tensor,
+               select: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """One FiLM block (recomputed in backward with gradient checkpointing while training)."""
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(film_block_forward, block, film, tokens, language, select, use_reentrant=False)
+        return film_block_forward(block, film, tokens, language, select)
 
 
 def build_encoder(

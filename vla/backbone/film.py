@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -27,14 +29,19 @@ class FiLM(nn.Module):
         return x * (1 + gamma) + beta
 
 
-def film_block_forward(block: nn.Module, film: FiLM, x: torch.Tensor, language: torch.Tensor) -> torch.Tensor:
+def film_block_forward(block: nn.Module, film: FiLM, x: torch.Tensor, language: torch.Tensor,
+                       select: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
     """One timm ViT `Block` with FiLM between the attention and the MLP residual branches.
 
     Uses the block's own submodules (norm1, attn, ls1, drop_path1, norm2, mlp, ls2, drop_path2);
-    with a zero FiLM it computes exactly `block(x)`.
+    with a zero FiLM it computes exactly `block(x)`. With `select` (tokens [B, N, D] → [B, n, D])
+    only the selected tokens go on after attention: FiLM and the MLP act per token, so the
+    output equals `select` of the full block's output.
 
-    x: [B, N, D_vis], language: [B, D_lang] → [B, N, D_vis].
+    x: [B, N, D_vis], language: [B, D_lang] → [B, N, D_vis] (or [B, n, D_vis] with `select`).
     """
     x = x + block.drop_path1(block.ls1(block.attn(block.norm1(x))))
+    if select is not None:
+        x = select(x)
     x = film(x, language)
     return x + block.drop_path2(block.ls2(block.mlp(block.norm2(x))))
