@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PretrainedConfig
 
+from vla.fused_weights import FusedLayerWeights, fused_layer_weights
 from vla.layer_ops import gated_mlp, linear, rms_norm, rotary_tables, rotate
 from vla.masks import fold_mask_for_groups
 
@@ -72,6 +73,8 @@ class PrefixCache:
     or changes the prefix entries, and attention reads one contiguous buffer. The suffix's
     rotary tables ``[B, 1, S, head_dim]`` (:func:`vla.layer_ops.rotary_tables`) and folded mask
     ``[B, 1, G * S, L + S]`` are the same at every step, so they are computed here once.
+    ``expert_weights``: the expert layers' fused projections (:mod:`vla.fused_weights`) the
+    steps use on a CPU, or None.
     """
 
     keys: list[Tensor]
@@ -79,6 +82,7 @@ class PrefixCache:
     prefix_len: int
     suffix_rotary: tuple[Tensor, Tensor]
     suffix_mask: Tensor
+    expert_weights: list[FusedLayerWeights] | None = None
 
     @property
     def suffix_len(self) -> int:
@@ -133,6 +137,14 @@ class DeepFusionDecoder(nn.Module):
         self.groups = llm_shape["num_attention_heads"] // self.num_kv_heads
         self.scale = self.head_dim**-0.5
         self.attention_dropout = float(getattr(llm.config, "attention_dropout", 0.0))
+        self._expert_weights: list[FusedLayerWeights | None] = [None] * self.num_layers
+
+    def fused_expert_weights(self) -> list[FusedLayerWeights] | None:
+        """The expert layers' fused q/k/v and gate/up weights, rebuilt where a source changed;
+        None when a layer cannot be fused (e.g. LoRA)."""
+        self._expert_weights = [fused_layer_weights(layer, previous)
+                                for layer, previous in zip(self.expert.layers, self._expert_weights)]
+        return None if any(w is None for w in self._expert_weights) else list(self._expert_weights)
 
     def forward(self, prefix: Tensor | None, suffix: Tensor | None, mask: Tensor,
                 position_ids: Tensor) -> tuple[Tensor | None, Tensor | None]:
@@ -189,6 +201,10 @@ class DeepFusionDecoder(nn.Module):
             prefix_len=length,
             suffix_rotary=self.rotary(prefix, suffix_position_ids),
             suffix_mask=fold_mask_for_groups(suffix_mask, self.groups),
+            # Fusing pays where ops, not arithmetic, bound a step (CPU); on a GPU the copies would
+            # cost memory that CUDA graphs / torch.compile make unnecessary.
+            expert_weights=(self.fused_expert_weights()
+                            if prefix.device.type == "cpu" and not torch.is_grad_enabled() else None),
         )
         rotary = self.rotary(prefix, prefix_position_ids)
         self._run([(self.llm, prefix)], rotary, fold_mask_for_groups(prefix_mask, self.groups), cache)
@@ -206,15 +222,18 @@ class DeepFusionDecoder(nn.Module):
         """
         if suffix.shape[1] != cache.suffix_len:
             raise ValueError(f"suffix has {suffix.shape[1]} tokens, the cache was built for {cache.suffix_len}")
-        (hidden,) = self._run([(self.expert, suffix)], cache.suffix_rotary, cache.suffix_mask, cache)
+        (hidden,) = self._run([(self.expert, suffix)], cache.suffix_rotary, cache.suffix_mask, cache,
+                              cache.expert_weights)
         return rms_norm(self.expert.norm, hidden)
 
     def _run(self, active: list[tuple[nn.Module, Tensor]], rotary: tuple[Tensor, Tensor],
-             mask: Tensor, cache: PrefixCache | None) -> list[Tensor]:
+             mask: Tensor, cache: PrefixCache | None,
+             fused: list[FusedLayerWeights] | None = None) -> list[Tensor]:
         """All layers over the active streams; ``mask`` already folded for grouped queries.
 
         ``cache`` with an LLM-only stream fills the prefix slots; with an expert-only stream it
-        writes the suffix slots and attends over the whole buffer.
+        writes the suffix slots and attends over the whole buffer. ``fused``: per layer, the
+        fused weights of a single active stream.
         """
         lengths = [h.shape[1] for _, h in active]
         rotary = list(zip(rotary[0].split(lengths, dim=2), rotary[1].split(lengths, dim=2)))
@@ -222,7 +241,9 @@ class DeepFusionDecoder(nn.Module):
         hiddens = [h for _, h in active]
         for index in range(self.num_layers):
             layers = [decoder.layers[index] for decoder, _ in active]
-            q, k, v = self._project(layers, hiddens, rotary)
+            weights = None if fused is None else fused[index]
+            q, k, v = self._project(layers, hiddens, rotary) if weights is None else \
+                self._project_fused(hiddens[0], layers[0], weights, rotary[0])
             if cache is not None:
                 slots = slice(0, cache.prefix_len) if filling else slice(cache.prefix_len, None)
                 cache.keys[index][:, :, slots] = k
@@ -234,7 +255,7 @@ class DeepFusionDecoder(nn.Module):
             dropout = self.attention_dropout if self.training else 0.0
             out = grouped_attention(q, k, v, mask, self.scale, dropout)
             out = out.transpose(1, 2).flatten(2).split(lengths, dim=1)
-            hiddens = [self._finish(layer, h, o) for layer, h, o in zip(layers, hiddens, out)]
+            hiddens = [self._finish(layer, h, o, weights) for layer, h, o in zip(layers, hiddens, out)]
         return hiddens
 
     def _project(self, layers: list[nn.Module], hiddens: list[Tensor],
@@ -252,8 +273,23 @@ class DeepFusionDecoder(nn.Module):
             return qs[0], ks[0], vs[0]
         return torch.cat(qs, dim=2), torch.cat(ks, dim=2), torch.cat(vs, dim=2)
 
+    def _project_fused(self, hidden: Tensor, layer: nn.Module, weights: FusedLayerWeights,
+                       tables: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """:meth:`_project` of one stream with one q/k/v matmul and one rotary call for q and k."""
+        x = rms_norm(layer.input_layernorm, hidden)
+        qkv = F.linear(x, weights.qkv, weights.qkv_bias).view(*x.shape[:-1], -1, self.head_dim).transpose(1, 2)
+        q_heads = self.groups * self.num_kv_heads
+        qk = rotate(qkv[:, : q_heads + self.num_kv_heads], tables)
+        return qk[:, :q_heads], qk[:, q_heads:], qkv[:, q_heads + self.num_kv_heads:]
+
     @staticmethod
-    def _finish(layer: nn.Module, hidden: Tensor, attended: Tensor) -> Tensor:
-        """Output projection, residual, post-attention norm, MLP, residual."""
+    def _finish(layer: nn.Module, hidden: Tensor, attended: Tensor,
+                weights: FusedLayerWeights | None = None) -> Tensor:
+        """Output projection, residual, post-attention norm, MLP (gate and up in one matmul with
+        fused ``weights``), residual."""
         hidden = hidden + linear(layer.self_attn.o_proj, attended)
-        return hidden + gated_mlp(layer.mlp, rms_norm(layer.post_attention_layernorm, hidden))
+        x = rms_norm(layer.post_attention_layernorm, hidden)
+        if weights is None:
+            return hidden + gated_mlp(layer.mlp, x)
+        gate, up = F.linear(x, weights.gate_up).chunk(2, dim=-1)
+        return hidden + linear(layer.mlp.down_proj, layer.mlp.act_fn(gate) * up)

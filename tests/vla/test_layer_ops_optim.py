@@ -82,3 +82,56 @@ def test_backbone_encoder_output_equals_last_hidden_state():
             expected = encoder.aggregation.take(full)
             torch.testing.assert_close(encoder(images, language), expected, atol=1e-5, rtol=1e-5)
             assert not torch.allclose(encoder(images, language), full[:, : config.num_agg_tokens], atol=1e-3)
+
+
+def _fusion_and_cache():
+    from vla.config import deep_fusion_preset
+    from vla.deep_fusion import DeepFusionDecoder, ExpertDecoder
+    from vla.masks import prefix_attention_mask, prefix_position_ids, suffix_attention_mask, suffix_position_ids
+    from vla.pretrained import build_language_model
+
+    torch.manual_seed(0)
+    llm, _, _ = build_language_model(deep_fusion_preset("tiny", llm_type="qwen2"))  # q/k/v with biases
+    fusion = _perturbed(DeepFusionDecoder(llm, ExpertDecoder.like(llm, 64, 128)).eval())
+    valid = torch.ones(1, 9, dtype=torch.bool)
+    valid[0, 7:] = False
+
+    def build():
+        return fusion.build_prefix_cache(torch.randn(1, 9, 128), prefix_attention_mask(valid), prefix_position_ids(valid),
+                                         suffix_attention_mask(valid, 5), suffix_position_ids(valid, 5))
+    return fusion, build
+
+
+@torch.no_grad()
+def test_fused_expert_weights_equal_module_path_and_follow_weight_updates():
+    fusion, build = _fusion_and_cache()
+    cache = build()
+    assert cache.expert_weights is not None and cache.expert_weights[0].qkv_bias is not None
+    suffix = torch.randn(1, 5, 64)
+
+    def both(cache):
+        fused = fusion.forward_suffix(suffix, cache)
+        weights, cache.expert_weights = cache.expert_weights, None
+        plain = fusion.forward_suffix(suffix, cache)
+        cache.expert_weights = weights
+        return fused, plain
+
+    fused, plain = both(cache)
+    torch.testing.assert_close(fused, plain, atol=1e-6, rtol=1e-6)
+    # an in-place update (optimiser step, load_state_dict) rebuilds the fused copies
+    fusion.expert.layers[0].self_attn.k_proj.weight.add_(1.0)
+    fusion.expert.layers[1].mlp.up_proj.weight.mul_(2.0)
+    updated, plain_updated = both(build())
+    torch.testing.assert_close(updated, plain_updated, atol=1e-6, rtol=1e-6)
+    assert not torch.allclose(updated, fused, atol=1e-3)
+
+
+def test_lora_layers_are_not_fused():
+    from vla.fused_weights import fused_layer_weights
+
+    fusion, _ = _fusion_and_cache()
+    layer = fusion.expert.layers[0]
+    assert fused_layer_weights(layer) is not None
+    inject_adapter_in_model(LoraConfig(r=2, target_modules=["q_proj"]), layer)
+    assert fused_layer_weights(layer) is None
+    assert fusion.fused_expert_weights() is None
