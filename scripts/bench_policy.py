@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--image-size", type=int, default=None, help="default: the preset's (64 tiny, 224 small/full)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--compile", action="store_true", help="torch.compile the hot paths (vla.compile)")
+    p.add_argument("--compile-mode", default=None, choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile mode with --compile (reduce-overhead: CUDA graphs on a GPU)")
     p.add_argument("--n-obs-steps", type=int, default=2)
     p.add_argument("--flow-steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=5)
@@ -191,7 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.compile:
         from vla.compile import compile_hot_paths
 
-        compile_hot_paths(policy.model)
+        compile_hot_paths(policy.model, mode=args.compile_mode)
     size = policy.config.image_size
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16"
                 else contextlib.nullcontext())
@@ -221,7 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "preset": args.preset,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "dtype": args.dtype,
-        "compile": args.compile,
+        "compile": (args.compile_mode or "default") if args.compile else False,
         "torch_threads": torch.get_num_threads(),
         "image_size": size,
         "cameras": len(CAMERAS),
