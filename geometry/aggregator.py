@@ -146,12 +146,14 @@ class Aggregator(nn.Module):
     def frame_rope_tables(self, grid: tuple[int, int], dtype: torch.dtype, device: torch.device) -> RotaryTables:
         """RoPE tables `[1, 1, N, head_dim]` of one frame's tokens (special tokens at 0, then the
         `grid` of patches), computed once per grid, dtype and device. Every frame has the same
-        positions, so a layout of k frames is `repeat_tokens(k)` of these."""
+        positions, so a layout of k frames is `repeat_tokens(k)` of these. Built as ordinary
+        constants even inside `torch.inference_mode`, so a later training forward can use them."""
         key = (grid, dtype, device)
         if key not in self._rope_tables:
             c = self.config
-            pos = grid_positions(1, *grid, c.patch_start_idx, device)
-            self._rope_tables[key] = self.rope.tables(pos, c.embed_dim // c.num_heads, dtype)
+            with torch.inference_mode(False), torch.no_grad():
+                pos = grid_positions(1, *grid, c.patch_start_idx, device)
+                self._rope_tables[key] = self.rope.tables(pos, c.embed_dim // c.num_heads, dtype)
         return self._rope_tables[key]
 
     def new_caches(self, num_views: int, legacy: bool, rotated: bool = True) -> dict[str, KVCache]:

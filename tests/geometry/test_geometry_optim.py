@@ -88,3 +88,14 @@ def test_aggregator_equals_dense_bias_forward(causal_time, monkeypatch):
     assert fast.layers.keys() == dense.layers.keys()
     for i in fast.layers:
         torch.testing.assert_close(fast.layers[i], dense.layers[i], **MASK_TOL)
+
+
+def test_rope_tables_built_in_inference_mode_serve_training():
+    model = Aggregator(make_config("tiny", img_size=32, dynamics_mask=False))
+    images = torch.rand(1, 2, 2, 3, 32, 32)
+    with torch.inference_mode():
+        model(images)  # fills the RoPE table cache
+    model.train()
+    loss = model(images).layers[model.config.depth - 1].square().mean()
+    loss.backward()
+    assert model.frame_blocks[0].attn.qkv.weight.grad is not None
