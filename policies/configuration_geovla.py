@@ -10,6 +10,8 @@ from lerobot.optim.optimizers import AdamWConfig
 from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
 from lerobot.utils.constants import ACTION, OBS_STATE
 
+from vla.tokenizer import TOKENIZERS
+
 PRESETS = ("tiny", "small", "full")
 GEOMETRY_KEY_PREFIXES = ("observation.depth.", "observation.intrinsics.", "observation.extrinsics.")
 FREEZE_OPTIONS = ("none", "vision", "llm", "vision_and_llm")
@@ -43,8 +45,11 @@ class GeoVLAConfig(PreTrainedConfig):
         max_state_dim / max_action_dim: padded widths of state and action (real dims lead).
         num_flow_steps: Euler steps of the flow-matching sampler at inference.
         tokenizer_max_length: instruction tokens kept (right-padded).
+        tokenizer: file-free tokenizer of an LLM built from scratch: ``byte`` (UTF-8 bytes) or
+            ``word`` (hashed words: one token per word, which a small LLM trained from scratch
+            grounds faster); ignored with ``llm_path``.
         llm_path: local directory of a pretrained HF decoder + tokenizer; None builds the
-            preset's LLM from scratch with the byte tokenizer.
+            preset's LLM from scratch with the file-free ``tokenizer``.
         prefix_causal: causal attention inside the prefix (keeps the LLM's language path).
         allow_missing_cameras: ``predict_action`` masks an absent camera instead of failing.
         freeze: parameter groups kept frozen in training: ``none``, ``vision`` (both ViTs),
@@ -65,6 +70,7 @@ class GeoVLAConfig(PreTrainedConfig):
     max_action_dim: int = 8
     num_flow_steps: int = 10
     tokenizer_max_length: int = 32
+    tokenizer: str = "byte"
     llm_path: str | None = None
     prefix_causal: bool = True
     allow_missing_cameras: bool = False
@@ -103,6 +109,8 @@ class GeoVLAConfig(PreTrainedConfig):
             raise ValueError(f"n_action_steps ({self.n_action_steps}) cannot exceed chunk_size ({self.chunk_size})")
         if self.geometry_loss_weight < 0 or self.lora_rank < 0:
             raise ValueError("geometry_loss_weight and lora_rank must be >= 0")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         if self.freeze not in FREEZE_OPTIONS:
             raise ValueError(f"freeze must be one of {FREEZE_OPTIONS}, got {self.freeze!r}")
 

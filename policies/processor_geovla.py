@@ -31,7 +31,7 @@ from lerobot.utils.constants import (
 
 from policies.configuration_geovla import GeoVLAConfig
 from vla.pretrained import load_tokenizer
-from vla.tokenizer import ByteTokenizer
+from vla.tokenizer import make_file_free_tokenizer
 
 # Below these spreads a feature is treated as constant: dividing by a near-zero std (or range)
 # would turn simulator noise into huge normalised values at inference.
@@ -71,9 +71,10 @@ def _floor(value: Any, minimum: float) -> torch.Tensor:
     return _as_tensor(value).clamp_min(minimum)
 
 
-def make_tokenizer(llm_path: str | None):
-    """The instruction tokenizer: the pretrained LLM's (local dir) or the file-free byte tokenizer."""
-    return load_tokenizer(llm_path) if llm_path else ByteTokenizer()
+def make_tokenizer(llm_path: str | None, kind: str = "byte"):
+    """The instruction tokenizer: the pretrained LLM's (local dir) or the file-free one ``kind``
+    names (``byte`` or ``word``)."""
+    return load_tokenizer(llm_path) if llm_path else make_file_free_tokenizer(kind)
 
 
 @ProcessorStepRegistry.register(name="geovla_tokenizer")
@@ -85,10 +86,11 @@ class GeoVLATokenizerStep(ObservationProcessorStep):
 
     max_length: int = 32
     llm_path: str | None = None
+    tokenizer_kind: str = "byte"
     tokenizer: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.tokenizer = make_tokenizer(self.llm_path)
+        self.tokenizer = make_tokenizer(self.llm_path, self.tokenizer_kind)
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         complementary = self.transition.get(TransitionKey.COMPLEMENTARY_DATA) or {}
@@ -109,7 +111,7 @@ class GeoVLATokenizerStep(ObservationProcessorStep):
         return observation
 
     def get_config(self) -> dict[str, Any]:
-        return {"max_length": self.max_length, "llm_path": self.llm_path}
+        return {"max_length": self.max_length, "llm_path": self.llm_path, "tokenizer_kind": self.tokenizer_kind}
 
     def transform_features(
         self, features: dict[PipelineFeatureType, dict[str, PolicyFeature]]
@@ -130,7 +132,9 @@ def make_geovla_pre_post_processors(
         steps=[
             RenameObservationsProcessorStep(rename_map={}),
             AddBatchDimensionProcessorStep(),
-            GeoVLATokenizerStep(max_length=config.tokenizer_max_length, llm_path=config.llm_path),
+            GeoVLATokenizerStep(
+                max_length=config.tokenizer_max_length, llm_path=config.llm_path, tokenizer_kind=config.tokenizer
+            ),
             DeviceProcessorStep(device=config.device),
             NormalizerProcessorStep(features=features, norm_map=norm_map, stats=stats),
         ],

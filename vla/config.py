@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass, replace
 
+from vla.tokenizer import TOKENIZERS
+
 LLM_TYPES = ("llama", "qwen2")
 
 
@@ -70,6 +72,8 @@ class DeepFusionConfig:
         time_alpha: ``t ~ Beta(time_alpha, 1) * 0.999 + 0.001``.
         time_min_period, time_max_period: period range of the sinusoidal time embedding.
         lora: LoRA settings, or None for full fine-tuning.
+        tokenizer: file-free tokenizer of an LLM built from config: ``byte`` (UTF-8 bytes) or
+            ``word`` (hashed words, one token per word); ignored with ``llm_path``.
     """
 
     llm_type: str = "llama"
@@ -96,10 +100,13 @@ class DeepFusionConfig:
     time_min_period: float = 4e-3
     time_max_period: float = 4.0
     lora: LoRASettings | None = None
+    tokenizer: str = "byte"
 
     def __post_init__(self):
         if self.llm_type not in LLM_TYPES:
             raise ValueError(f"llm_type must be one of {LLM_TYPES}, got {self.llm_type!r}")
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         positive = {
             "hidden_size": self.hidden_size, "intermediate_size": self.intermediate_size,
             "num_layers": self.num_layers, "num_heads": self.num_heads,

@@ -13,7 +13,9 @@ from transformers import (
 )
 
 from vla.config import DeepFusionConfig
-from vla.tokenizer import IMAGE_TOKEN, PAD_TOKEN, SPATIAL_TOKEN, ByteTokenizer
+from vla.tokenizer import (
+    IMAGE_TOKEN, PAD_TOKEN, SPATIAL_TOKEN, ByteTokenizer, HashedWordTokenizer, make_file_free_tokenizer,
+)
 
 HF_CONFIGS: dict[str, type[PretrainedConfig]] = {"llama": LlamaConfig, "qwen2": Qwen2Config}
 
@@ -45,13 +47,16 @@ def build_language_model(
 ) -> tuple[nn.Module, nn.Module, PreTrainedTokenizerBase]:
     """``(decoder, lm_head, tokenizer)``: loaded from ``config.llm_path`` or built from config.
 
-    Built from config, the tokenizer defaults to :class:`vla.tokenizer.ByteTokenizer` and the
-    vocabulary to the tokenizer's size (or ``config.vocab_size`` when larger). The model is
+    Built from config, the tokenizer defaults to the file-free one ``config.tokenizer`` names
+    (:func:`vla.tokenizer.make_file_free_tokenizer`) and the vocabulary to the tokenizer's size (or ``config.vocab_size`` when larger). The model is
     created on the current default device, so ``with torch.device("meta")`` builds it empty.
     """
     if config.llm_path is not None:
         return load_language_model(config.llm_path)
-    tokenizer = ensure_prompt_tokens(tokenizer) if tokenizer is not None else ByteTokenizer()
+    if tokenizer is None:
+        tokenizer = make_file_free_tokenizer(config.tokenizer)
+    else:
+        tokenizer = ensure_prompt_tokens(tokenizer)
     vocab_size = config.vocab_size or len(tokenizer)
     if vocab_size < len(tokenizer):
         raise ValueError(f"vocab_size {vocab_size} is smaller than the tokenizer ({len(tokenizer)} tokens)")
@@ -63,8 +68,9 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer saved in ``path``, with ``<image>``, ``<spatial>`` and a pad token ensured."""
     config_file = Path(path) / "tokenizer_config.json"
     saved_class = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.exists() else None
-    if saved_class == ByteTokenizer.__name__:
-        return ByteTokenizer.from_pretrained(path)
+    for file_free in (ByteTokenizer, HashedWordTokenizer):
+        if saved_class == file_free.__name__:
+            return file_free.from_pretrained(path)
     return ensure_prompt_tokens(AutoTokenizer.from_pretrained(path, local_files_only=True))
 
 
