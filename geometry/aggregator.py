@@ -10,6 +10,7 @@ from torch import nn
 from geometry.causal import time_causal_mask
 from geometry.config import GeometryConfig
 from geometry.dynamics_mask import DynamicsMask
+from geometry.history_features import HistoryFeatureCache, weights_key
 from geometry.inputs import CAMERA_PARAM_DIM, camera_param_features, validate_camera, validate_images
 from geometry.kv_cache import KVCache
 from geometry.layers import Block, RotaryPositionEmbedding2D, RotaryTables, grid_positions
@@ -90,6 +91,7 @@ class Aggregator(nn.Module):
             nn.init.zeros_(zero)
         self.rope = RotaryPositionEmbedding2D(c.rope_frequency)
         self._rope_tables: dict[tuple, RotaryTables] = {}
+        self._history = HistoryFeatureCache()
         self.frame_blocks = nn.ModuleList(self._block() for _ in range(c.depth))
         self.global_blocks = nn.ModuleList(self._block() for _ in range(c.depth))
         self.dynamics_mask = DynamicsMask(C, c.depth) if c.dynamics_mask else None
@@ -126,12 +128,8 @@ class Aggregator(nn.Module):
         B, T, V, _, H, W = images.shape
         validate_camera("intrinsics", intrinsics, B, T, V, (3, 3))
         validate_camera("extrinsics", extrinsics, B, T, V, (3, 4))
-        frames = (images.reshape(B * T * V, 3, H, W) - self.mean) / self.std
-        patches = self.patch_embed(frames)
-        P, C = patches.shape[1:]
-        patches = patches.reshape(B, T, V, P, C)
-        if self.view_mixer is not None and not legacy:
-            patches = self.view_mixer(patches)
+        patches = self._history.features(images, lambda x: self.patch_features(x, legacy), self._feature_weights_key())
+        C = patches.shape[-1]
         times = time_indices(first_step, T, c.max_time_steps, patches.device)
         patches = patches + self.time_embed(times).view(1, T, 1, 1, C) + self.view_embed.weight[:V].view(1, 1, V, 1, C)
         camera, register = self.special_tokens(B, T, V, legacy, first_step)
@@ -142,6 +140,23 @@ class Aggregator(nn.Module):
         pos = grid_positions(T * V, gh, gw, c.patch_start_idx, images.device)
         pos = pos.reshape(1, T, V, -1, 2).expand(B, -1, -1, -1, -1)
         return tokens, pos, legacy
+
+    def patch_features(self, images: torch.Tensor, legacy: bool) -> torch.Tensor:
+        """Images `[B, T, V, 3, H, W]` -> patch features `[B, T, V, P, C]` (patch embed, then the
+        ViewMixer in multi-view mode), before the time and view embeddings."""
+        B, T, V, _, H, W = images.shape
+        frames = (images.reshape(B * T * V, 3, H, W) - self.mean) / self.std
+        patches = self.patch_embed(frames)
+        patches = patches.reshape(B, T, V, *patches.shape[1:])
+        if self.view_mixer is not None and not legacy:
+            patches = self.view_mixer(patches)
+        return patches
+
+    def _feature_weights_key(self) -> tuple:
+        """Changes when a weight of the patch embed or the ViewMixer changes (see `weights_key`)."""
+        modules = [self.patch_embed] + ([self.view_mixer] if self.view_mixer is not None else [])
+        return weights_key(t for m in modules for t in (*m.parameters(), *m.buffers())) + weights_key(
+            [self.mean, self.std])
 
     def frame_rope_tables(self, grid: tuple[int, int], dtype: torch.dtype, device: torch.device) -> RotaryTables:
         """RoPE tables `[1, 1, N, head_dim]` of one frame's tokens (special tokens at 0, then the

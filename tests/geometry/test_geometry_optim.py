@@ -99,3 +99,48 @@ def test_rope_tables_built_in_inference_mode_serve_training():
     loss = model(images).layers[model.config.depth - 1].square().mean()
     loss.backward()
     assert model.frame_blocks[0].attn.qkv.weight.grad is not None
+
+
+def _history_setup():
+    torch.manual_seed(0)
+    model = Aggregator(make_config("tiny", img_size=32)).eval()
+    with torch.no_grad():
+        model.view_mixer.gate.fill_(1.0)  # a ViewMixer that changes its input
+        model.view_mixer.out.up.weight.normal_()
+    frames = [torch.rand(1, 1, 3, 3, 32, 32) for _ in range(3)]
+    seen: list[int] = []
+    model.patch_embed.register_forward_pre_hook(lambda module, args: seen.append(args[0].shape[0]))
+    return model, frames, seen
+
+
+def _fresh(model: Aggregator, images: torch.Tensor):
+    model._history.clear()
+    return model(images)
+
+
+@torch.no_grad()
+def test_sliding_history_reuses_patch_features_and_matches_fresh_forward():
+    model, (f0, f1, f2), seen = _history_setup()
+    model(torch.cat([f0, f1], dim=1))
+    reused = model(torch.cat([f1, f2], dim=1))
+    assert seen == [6, 3]  # the second call embedded only its newest time step (3 views)
+    fresh = _fresh(model, torch.cat([f1, f2], dim=1))
+    for i in fresh.layers:
+        torch.testing.assert_close(reused.layers[i], fresh.layers[i], atol=1e-5, rtol=1e-5)
+    model(torch.cat([f0, f2], dim=1))  # no overlap with the previous history: everything computed
+    assert seen[-1] == 6
+
+
+@torch.no_grad()
+def test_history_reuse_follows_weight_updates_and_never_runs_with_gradients():
+    model, (f0, f1, f2), seen = _history_setup()
+    model(torch.cat([f0, f1], dim=1))
+    model.patch_embed.vit.blocks[0].mlp.fc1.weight.add_(0.5)  # an in-place update (optimiser step)
+    updated = model(torch.cat([f1, f2], dim=1))
+    assert seen == [6, 6]
+    fresh = _fresh(model, torch.cat([f1, f2], dim=1))
+    torch.testing.assert_close(updated.layers[5], fresh.layers[5], atol=1e-5, rtol=1e-5)
+    with torch.enable_grad():
+        model(torch.cat([f2, f0], dim=1))
+        model(torch.cat([f0, f1], dim=1))
+    assert seen[-2:] == [6, 6]
