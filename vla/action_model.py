@@ -144,11 +144,17 @@ class DeepFusionActionModel(nn.Module):
         return self.state_proj(state.to(self.state_proj.weight.dtype))[:, None]
 
     def _assemble_suffix(self, state_token: Tensor | None, noisy_actions: Tensor, time: Tensor) -> Tensor:
-        """Time token, ``state_token [B, 1, De]`` (or None) and action tokens -> ``[B, S, De]``."""
-        tokens = [self.time_encoder(time)]
+        """Time token, ``state_token [B, 1, De]`` (or None) and action tokens -> ``[B, S, De]``.
+
+        Each action token also carries the time embedding (added), as pi0 fuses time into its
+        action tokens: the velocity of ``x_t`` depends on ``t`` at every token, and reading it
+        from the time token through attention alone made a tiny expert learn markedly slower.
+        """
+        time_token = self.time_encoder(time)
+        tokens = [time_token]
         if state_token is not None:
             tokens.append(state_token)
-        tokens.append(self.action_in_proj(noisy_actions.to(self.action_in_proj.weight.dtype)))
+        tokens.append(self.action_in_proj(noisy_actions.to(self.action_in_proj.weight.dtype)) + time_token)
         return torch.cat(tokens, dim=1)
 
     def language_logits(self, prefix: Prefix) -> Tensor:

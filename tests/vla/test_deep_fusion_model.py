@@ -248,3 +248,17 @@ def test_tiny_preset_forward_and_backward_reach_every_part():
     for part in (model.fusion.llm.layers[0].self_attn.q_proj, model.fusion.expert.layers[0].mlp.up_proj,
                  model.state_proj, model.time_encoder.mlp[0], model.action_in_proj):
         assert part.weight.grad is not None and part.weight.grad.abs().sum() > 0
+
+
+def test_every_action_token_carries_the_flow_time():
+    """The time embedding is added to each action token (not only in the time token)."""
+    model = _model()
+    state = torch.zeros(2, model.config.max_state_dim)
+    noisy = torch.randn(2, model.config.action_horizon, model.config.max_action_dim)
+    early = model.embed_suffix(state, noisy, torch.tensor([0.9, 0.9]))
+    late = model.embed_suffix(state, noisy, torch.tensor([0.1, 0.1]))
+    time_delta = model.time_encoder(torch.tensor([0.9, 0.9])) - model.time_encoder(torch.tensor([0.1, 0.1]))
+    actions = slice(model.suffix_len - model.config.action_horizon, None)
+    torch.testing.assert_close(early[:, actions] - late[:, actions], time_delta.expand(-1, model.config.action_horizon, -1))
+    assert time_delta.abs().max() > 1e-3
+    torch.testing.assert_close(early[:, 1], late[:, 1])  # the state token does not depend on t
