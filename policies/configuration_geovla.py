@@ -44,6 +44,9 @@ class GeoVLAConfig(PreTrainedConfig):
         use_state: give the expert a state token.
         max_state_dim / max_action_dim: padded widths of state and action (real dims lead).
         num_flow_steps: Euler steps of the flow-matching sampler at inference.
+        flow_samples: flow-matching (noise, time) draws per observation in training. The
+            expert runs the draws side by side against one prefix pass, so a few draws cost
+            little and give the expert several targets per (expensive) observation.
         tokenizer_max_length: instruction tokens kept (right-padded).
         tokenizer: file-free tokenizer of an LLM built from scratch: ``byte`` (UTF-8 bytes) or
             ``word`` (hashed words: one token per word, which a small LLM trained from scratch
@@ -69,6 +72,7 @@ class GeoVLAConfig(PreTrainedConfig):
     max_state_dim: int = 8
     max_action_dim: int = 8
     num_flow_steps: int = 10
+    flow_samples: int = 1
     tokenizer_max_length: int = 32
     tokenizer: str = "byte"
     llm_path: str | None = None
@@ -101,7 +105,8 @@ class GeoVLAConfig(PreTrainedConfig):
         if self.image_size is None:
             self.image_size = 64 if self.preset == "tiny" else 224
         positive = ("n_obs_steps", "chunk_size", "n_action_steps", "image_size", "spatial_pool",
-                    "max_state_dim", "max_action_dim", "num_flow_steps", "tokenizer_max_length")
+                    "max_state_dim", "max_action_dim", "num_flow_steps", "flow_samples",
+                    "tokenizer_max_length")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

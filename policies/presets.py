@@ -31,6 +31,7 @@ def sub_configs(config: GeoVLAConfig) -> SubConfigs:
         max_state_dim=config.max_state_dim if config.use_state else None,
         prefix_causal=config.prefix_causal,
         tokenizer=config.tokenizer,
+        flow_samples=config.flow_samples,
         num_steps=config.num_flow_steps,
         lora=LoRASettings(rank=config.lora_rank) if config.lora_rank else None,
     )

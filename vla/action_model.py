@@ -37,6 +37,13 @@ def _check_finite(name: str, tensor: Tensor | None) -> None:
         raise ValueError(f"{name} contains NaN or Inf values")
 
 
+def _repeat_rows(tensor: Tensor | None, copies: int) -> Tensor | None:
+    """``[B, ...]`` -> ``[B * copies, ...]`` with the copies of each row consecutive."""
+    if tensor is None or copies == 1:
+        return tensor
+    return tensor.repeat_interleave(copies, dim=0)
+
+
 def _pad_last_dim(name: str, tensor: Tensor, width: int) -> Tensor:
     """Zero-pad ``[..., n]`` to ``[..., width]``; ValueError when ``n > width``."""
     if tensor.shape[-1] > width:
@@ -172,8 +179,14 @@ class DeepFusionActionModel(nn.Module):
         noise: Tensor | None = None,
         time: Tensor | None = None,
         generator: torch.Generator | None = None,
+        samples: int | None = None,
     ) -> dict[str, Tensor]:
         """Flow-matching loss of one joint prefix + suffix pass.
+
+        With ``K = samples`` (default ``config.flow_samples``) the suffix is repeated ``K`` times
+        in the same pass, each copy with its own noise and time and attending only to the
+        prefix and itself (:func:`vla.masks.joint_attention_mask`): ``K`` draws per observation
+        for the cost of one prefix.
 
         Args:
             prefix: from :meth:`embed_prefix`.
@@ -181,28 +194,45 @@ class DeepFusionActionModel(nn.Module):
             state: ``[B, state_dim]`` with ``state_dim <= max_state_dim`` (required when the
                 config has a state token).
             action_is_pad: ``[B, H]`` bool, True at padded chunk steps.
-            noise: ``[B, H, max_action_dim]`` or None to draw ``N(0, I)``.
-            time: ``[B]`` or None to draw ``Beta(alpha, 1) * 0.999 + 0.001``.
+            noise: ``[B, H, max_action_dim]`` (``K = 1``) or ``[B, K, H, max_action_dim]``, or
+                None to draw ``N(0, I)``.
+            time: ``[B]`` (``K = 1``) or ``[B, K]``, or None to draw
+                ``Beta(alpha, 1) * 0.999 + 0.001``.
             generator: RNG for the noise and time draws.
+            samples: ``K``, noise/time draws per observation.
 
         Returns:
-            ``{"loss": scalar, "flow_matching_loss": scalar, "loss_per_sample": [B]}``.
+            ``{"loss": scalar, "flow_matching_loss": scalar, "loss_per_sample": [B]}`` (the
+            per-sample loss is the mean over the ``K`` draws).
         """
         _check_finite("prefix.embeds", prefix.embeds)
         batch = prefix.embeds.shape[0]
+        copies = samples or self.config.flow_samples
+        if copies < 1:
+            raise ValueError(f"samples must be >= 1, got {copies}")
         action_dim = actions.shape[-1]
         padded = self._check_actions(actions, batch)
         state = self._prepare_state(state, batch)
         if action_is_pad is not None and action_is_pad.shape != padded.shape[:2]:
             raise ValueError(f"action_is_pad must be {tuple(padded.shape[:2])}, got {tuple(action_is_pad.shape)}")
-        noise = self._prepare_noise(noise, batch, generator)
+        chunk = (self.config.action_horizon, self.config.max_action_dim)
+        if noise is not None:
+            allowed = [(batch, copies, *chunk)] + ([(batch, *chunk)] if copies == 1 else [])
+            if tuple(noise.shape) not in allowed:
+                raise ValueError(f"noise must be one of {allowed}, got {tuple(noise.shape)}")
+            noise = noise.reshape(batch * copies, *chunk)
+        noise = self._prepare_noise(noise, batch * copies, generator)
         if time is None:
-            time = sample_time(batch, self.config.time_alpha, generator, device=padded.device)
-        elif time.shape != (batch,):
-            raise ValueError(f"time must be [{batch}], got {tuple(time.shape)}")
-        noisy, target = interpolate(padded, noise, time.to(padded.device))
-        velocity = self._joint_velocity(prefix, state, noisy, time)
-        loss, per_sample = masked_velocity_loss(velocity, target, action_is_pad, action_dim)
+            time = sample_time(batch * copies, self.config.time_alpha, generator, device=padded.device)
+        else:
+            allowed = [(batch, copies)] + ([(batch,)] if copies == 1 else [])
+            if tuple(time.shape) not in allowed:
+                raise ValueError(f"time must be one of {allowed}, got {tuple(time.shape)}")
+        time = time.reshape(batch * copies).to(padded.device)
+        noisy, target = interpolate(_repeat_rows(padded, copies), noise, time)
+        velocity = self._joint_velocity(prefix, _repeat_rows(state, copies), noisy, time, copies)
+        loss, per_sample = masked_velocity_loss(velocity, target, _repeat_rows(action_is_pad, copies), action_dim)
+        per_sample = per_sample.view(batch, copies).mean(dim=1)
         return {"loss": loss, "flow_matching_loss": loss.detach(), "loss_per_sample": per_sample.detach()}
 
     @torch.no_grad()
@@ -267,14 +297,20 @@ class DeepFusionActionModel(nn.Module):
             return {"logits": self.language_logits(prefix)}
         return self.compute_loss(prefix, actions, state, action_is_pad, noise, time)
 
-    def _joint_velocity(self, prefix: Prefix, state: Tensor | None, noisy: Tensor, time: Tensor) -> Tensor:
-        suffix = self.embed_suffix(state, noisy, time)
-        mask = joint_attention_mask(prefix.valid, self.suffix_len, self.config.prefix_causal)
+    def _joint_velocity(
+        self, prefix: Prefix, state: Tensor | None, noisy: Tensor, time: Tensor, copies: int = 1
+    ) -> Tensor:
+        """Velocity ``[B * K, H, A_max]`` of ``K = copies`` suffixes per prefix in one pass;
+        ``state``, ``noisy`` and ``time`` hold the ``K`` copies of each row consecutively."""
+        batch, length = prefix.valid.shape
+        suffix = self.embed_suffix(state, noisy, time).reshape(batch, copies * self.suffix_len, -1)
+        mask = joint_attention_mask(prefix.valid, self.suffix_len, self.config.prefix_causal, copies)
         positions = torch.cat(
-            [prefix_position_ids(prefix.valid), suffix_position_ids(prefix.valid, self.suffix_len)], dim=1
+            [prefix_position_ids(prefix.valid), suffix_position_ids(prefix.valid, self.suffix_len).repeat(1, copies)],
+            dim=1,
         )
         _, suffix_out = self.fusion(prefix.embeds, suffix, mask, positions)
-        return self._action_velocity(suffix_out)
+        return self._action_velocity(suffix_out.reshape(batch * copies, self.suffix_len, -1))
 
     def cached_velocity(self, prefix: Prefix, state: Tensor | None) -> Callable[[Tensor, Tensor], Tensor]:
         """Run the prefix once into the cache; return ``v(x_t [B, H, A_max], t [B])`` running only the expert.

@@ -74,6 +74,8 @@ class DeepFusionConfig:
         lora: LoRA settings, or None for full fine-tuning.
         tokenizer: file-free tokenizer of an LLM built from config: ``byte`` (UTF-8 bytes) or
             ``word`` (hashed words, one token per word); ignored with ``llm_path``.
+        flow_samples: flow-matching (noise, time) draws per observation in training; the
+            suffix copies share one prefix pass.
     """
 
     llm_type: str = "llama"
@@ -101,6 +103,7 @@ class DeepFusionConfig:
     time_max_period: float = 4.0
     lora: LoRASettings | None = None
     tokenizer: str = "byte"
+    flow_samples: int = 1
 
     def __post_init__(self):
         if self.llm_type not in LLM_TYPES:
@@ -114,7 +117,7 @@ class DeepFusionConfig:
             "expert_width": self.expert_width,
             "expert_intermediate_size": self.expert_intermediate_size,
             "action_horizon": self.action_horizon, "max_action_dim": self.max_action_dim,
-            "num_steps": self.num_steps,
+            "num_steps": self.num_steps, "flow_samples": self.flow_samples,
         }
         for name, value in positive.items():
             if value < 1:

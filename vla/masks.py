@@ -57,36 +57,46 @@ def suffix_attention_mask(valid: Tensor, suffix_len: int) -> Tensor:
     return keys[:, None, None, :].expand(-1, 1, suffix_len, -1)
 
 
-def joint_attention_mask(valid: Tensor, suffix_len: int, causal: bool = True) -> Tensor:
-    """Mask of the whole ``[prefix, suffix]`` sequence.
+def joint_attention_mask(valid: Tensor, suffix_len: int, causal: bool = True, copies: int = 1) -> Tensor:
+    """Mask of the whole ``[prefix, suffix_1, ..., suffix_K]`` sequence.
 
-    The prefix block is :func:`prefix_attention_mask`; the prefix never sees the suffix; the
-    suffix rows are :func:`suffix_attention_mask`.
+    The prefix block is :func:`prefix_attention_mask`; the prefix never sees a suffix; each of
+    the ``K = copies`` suffixes sees every valid prefix token and its own tokens only, so one
+    pass gives each copy exactly what a pass with that copy alone would (used to train on
+    several flow-matching noise draws per prefix).
 
     Args:
         valid: ``[B, L]`` bool prefix validity.
-        suffix_len: ``S``.
+        suffix_len: ``S``, tokens per suffix copy.
         causal: prefix causality.
+        copies: ``K`` suffix copies.
 
     Returns:
-        ``[B, 1, L + S, L + S]`` bool.
+        ``[B, 1, L + K * S, L + K * S]`` bool.
 
-    Example (``valid = [1, 1]``, ``S = 2``, causal)::
+    Example (``valid = [1, 1]``, ``S = 1``, ``K = 2``, causal)::
 
         1 0 0 0
         1 1 0 0
-        1 1 1 1
-        1 1 1 1
+        1 1 1 0
+        1 1 0 1
     """
     batch, length = valid.shape
+    total = copies * suffix_len
     prefix_rows = torch.cat(
         [
             prefix_attention_mask(valid, causal),
-            torch.zeros(batch, 1, length, suffix_len, dtype=torch.bool, device=valid.device),
+            torch.zeros(batch, 1, length, total, dtype=torch.bool, device=valid.device),
         ],
         dim=-1,
     )
-    return torch.cat([prefix_rows, suffix_attention_mask(valid, suffix_len)], dim=2)
+    own_copy = torch.block_diag(
+        *[torch.ones(suffix_len, suffix_len, dtype=torch.bool, device=valid.device)] * copies
+    )
+    suffix_rows = torch.cat(
+        [valid.bool()[:, None, None, :].expand(-1, 1, total, -1), own_copy.expand(batch, 1, -1, -1)], dim=-1
+    )
+    return torch.cat([prefix_rows, suffix_rows], dim=2)
 
 
 def prefix_position_ids(valid: Tensor) -> Tensor:

@@ -262,3 +262,26 @@ def test_every_action_token_carries_the_flow_time():
     torch.testing.assert_close(early[:, actions] - late[:, actions], time_delta.expand(-1, model.config.action_horizon, -1))
     assert time_delta.abs().max() > 1e-3
     torch.testing.assert_close(early[:, 1], late[:, 1])  # the state token does not depend on t
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_several_noise_draws_in_one_pass_equal_separate_passes(causal):
+    """K suffix copies in one pass: each copy's velocity and loss are those of its own pass."""
+    model = _model(prefix_causal=causal)
+    _, prefix, state, _ = _batch(model)
+    generator = torch.Generator().manual_seed(5)
+    actions = torch.randn(2, HORIZON, 3, generator=generator)
+    is_pad = torch.tensor([[False, False, True], [False, False, False]])
+    noise = torch.randn(2, 3, HORIZON, 4, generator=generator)
+    time = torch.rand(2, 3, generator=generator)
+    joint = model.compute_loss(prefix, actions, state, is_pad, noise, time, samples=3)
+    separate = [model.compute_loss(prefix, actions, state, is_pad, noise[:, k], time[:, k], samples=1) for k in range(3)]
+    per_sample = torch.stack([s["loss_per_sample"] for s in separate]).mean(0)
+    torch.testing.assert_close(joint["loss_per_sample"], per_sample, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(joint["loss"], torch.stack([s["loss"] for s in separate]).mean(), rtol=1e-5, atol=1e-6)
+    # The copies really differ (each copy saw its own noise and time, not copy 0's).
+    assert separate[0]["loss"] != separate[1]["loss"]
+    with pytest.raises(ValueError, match="noise must be"):
+        model.compute_loss(prefix, actions, state, is_pad, noise[:, 0], time, samples=3)
+    with pytest.raises(ValueError, match="time must be"):
+        model.compute_loss(prefix, actions, state, is_pad, noise, time[:, 0], samples=3)
