@@ -242,8 +242,10 @@ class DeepFusionDecoder(nn.Module):
         for index in range(self.num_layers):
             layers = [decoder.layers[index] for decoder, _ in active]
             weights = None if fused is None else fused[index]
-            q, k, v = self._project(layers, hiddens, rotary) if weights is None else \
-                self._project_fused(hiddens[0], layers[0], weights, rotary[0])
+            if weights is None:
+                q, k, v = self._project(layers, hiddens, rotary)
+            else:
+                q, k, v = self._project_fused(hiddens[0], layers[0], weights, rotary[0])
             if cache is not None:
                 slots = slice(0, cache.prefix_len) if filling else slice(cache.prefix_len, None)
                 cache.keys[index][:, :, slots] = k
