@@ -111,22 +111,38 @@ class GeoVLAPolicy(PreTrainedPolicy):
 
         ``observation = {"images": {camera: uint8 [H, W, 3] or float [3, H, W]}, "state": [D],
         "instruction": str}`` (or everything with a leading batch dimension). Returns
-        ``[H, A]`` (``[B, H, A]`` when batched). Each call is one control step of the history.
+        ``[H, A]`` (``[B, H, A]`` when batched). Each call is one control step of the history;
+        between calls, give every control step's observation to :meth:`observe`.
         """
+        batch, batched = self._robot_batch(observation)
+        chunk = self.predict_action_chunk(batch, noise=noise)
+        actions = self.processors[1](chunk).numpy()
+        return actions if batched else actions[0]
+
+    @torch.no_grad()
+    def observe(self, observation: dict[str, Any]) -> None:
+        """Add one control step's cameras to the history without predicting.
+
+        The history of ``n_obs_steps`` frames must hold consecutive control steps, as in
+        training; a robot that asks for a chunk only every few steps calls this on the steps
+        in between. Same input as :meth:`predict_action`, validated the same way.
+        """
+        batch, _ = self._robot_batch(observation)
+        self._images(batch, history=True)
+
+    def _robot_batch(self, observation: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """A raw robot observation → (preprocessed batch, whether it came batched)."""
         if self.processors is None:
             raise ValueError(
                 "predict_action needs the normalisation stats: load the policy with from_pretrained(dir) "
                 "from a directory saved with its processors, or call attach_processors(pre, post)"
             )
-        preprocessor, postprocessor = self.processors
         height, width = self.config.image_features[self.config.camera_keys[0]].shape[1:]
         batch, batched = robot_observation_to_batch(
             observation, self.config.camera_keys, self.config.state_dim, (height, width),
             self.config.allow_missing_cameras,
         )
-        chunk = self.predict_action_chunk(preprocessor(batch), noise=noise)
-        actions = postprocessor(chunk).numpy()
-        return actions if batched else actions[0]
+        return self.processors[0](batch), batched
 
     # ------------------------------------------------------------- save and load
     def _save_pretrained(self, save_directory: Path) -> None:

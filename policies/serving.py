@@ -1,9 +1,9 @@
 """A policy server and client over a local TCP socket, so a robot loop keeps acting while the
 next action chunk is computed.
 
-The server loads a ``GeoVLAPolicy`` once and answers ``predict_action`` and ``reset`` requests;
-the client mirrors the policy's robot API (``predict_action(observation, noise) -> [H, A]``,
-``reset()``) and adds ``submit`` (the same request in a background thread, as a ``Future``).
+The server loads a ``GeoVLAPolicy`` once and answers ``predict_action``, ``observe`` and ``reset``
+requests; the client mirrors the policy's robot API (``predict_action(observation, noise) -> [H, A]``,
+``observe``, ``reset()``) and adds ``submit`` (the same request in a background thread, as a ``Future``).
 
 Wire format (standard library only, no pickle): every message is a 4-byte big-endian length, a
 UTF-8 JSON header, then the raw bytes of each array the header lists (``dtype`` string such as
@@ -150,7 +150,8 @@ class PolicyServer:
     the policy keeps one observation history.
 
     Requests: ``{"op": "predict_action", "observation": obs, "noise": [1, H, max_action_dim] or
-    None}`` → ``{"ok": True, "actions": [H, A]}``; ``{"op": "reset"}`` → ``{"ok": True}``. A
+    None}`` → ``{"ok": True, "actions": [H, A]}``; ``{"op": "observe", "observation": obs}`` and
+    ``{"op": "reset"}`` → ``{"ok": True}``. A
     failure → ``{"ok": False, "error": type name, "message": str}``; the connection stays open.
     """
 
@@ -204,10 +205,13 @@ class PolicyServer:
                     if noise is not None:
                         noise = torch.from_numpy(noise).to(self.policy.config.device)
                     return {"ok": True, "actions": self.policy.predict_action(request.get("observation"), noise=noise)}
+                if op == "observe":
+                    self.policy.observe(request.get("observation"))
+                    return {"ok": True}
                 if op == "reset":
                     self.policy.reset()
                     return {"ok": True}
-            raise ValueError(f"unknown request op {op!r}; expected 'predict_action' or 'reset'")
+            raise ValueError(f"unknown request op {op!r}; expected 'predict_action', 'observe' or 'reset'")
         except Exception as error:  # noqa: BLE001  (every failure goes back to the client)
             if not isinstance(error, ValueError):
                 log.exception("policy server: %s request failed", op)
@@ -262,6 +266,11 @@ class PolicyClient:
     def submit(self, observation: dict[str, Any], noise: np.ndarray | torch.Tensor | None = None) -> Future:
         """``predict_action`` in the background: a ``Future`` whose result is the ``[H, A]`` chunk."""
         return self._executor.submit(self.predict_action, observation, noise)
+
+    def observe(self, observation: dict[str, Any]) -> None:
+        """Add a control step's observation to the server policy's history without predicting
+        (``GeoVLAPolicy.observe``): call it on the steps between chunk requests."""
+        self._request({"op": "observe", "observation": observation})
 
     def reset(self) -> None:
         """Clear the server policy's observation history (call at episode start)."""

@@ -181,15 +181,21 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def select_device(name: str, threads: int | None) -> torch.device:
+    """The torch device ``name`` (exits when CUDA is asked for but absent); CPU threads if given."""
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda given but CUDA is not available")
+    if threads:
+        torch.set_num_threads(threads)
+    return device
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """The benchmark in this process (see the module docstring)."""
     import geometry
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda given but CUDA is not available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = select_device(args.device, args.threads)
     policy = build_policy(args.preset, args.image_size, args.device, args.n_obs_steps, args.flow_steps, args.seed)
     if args.compile:
         from vla.compile import compile_hot_paths
@@ -296,16 +302,20 @@ def _drop_option(argv: list[str], name: str) -> list[str]:
     return out
 
 
+def emit(result: dict[str, Any], out: Path | None) -> dict[str, Any]:
+    """Print ``result`` as JSON and write it to ``out`` too when given."""
+    text = json.dumps(result, indent=2)
+    print(text)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+    return result
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    result = paired(args, argv) if args.paired is not None else run(args)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    return result
+    return emit(paired(args, argv) if args.paired is not None else run(args), args.out)
 
 
 if __name__ == "__main__":

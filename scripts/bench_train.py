@@ -27,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -41,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_policy import CAMERAS, INSTRUCTION, build_policy, peak_memory_mb, synchronize  # noqa: E402
+from bench_policy import CAMERAS, INSTRUCTION, build_policy, emit, peak_memory_mb, select_device, synchronize  # noqa: E402
 
 H100_BF16_TFLOPS = 790.0
 
@@ -97,11 +95,7 @@ def enable_grad_checkpointing(policy: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda given but CUDA is not available")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device = select_device(args.device, args.threads)
     policy = build_policy(args.preset, args.image_size, args.device, n_obs_steps=2, flow_steps=10,
                           seed=args.seed, lora_rank=args.lora_rank)
     if args.grad_checkpointing:
@@ -174,13 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    report = run(args)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    return report
+    return emit(run(args), args.out)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -13,6 +17,7 @@ from policies.configuration_geovla import GeoVLAConfig
 from policies.modeling_geovla import GeoVLAPolicy
 from policies.processor_geovla import make_geovla_pre_post_processors
 
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 IMAGE_SIZE = 32
 CAMERAS = ("front", "left", "right", "wrist")
 
@@ -37,3 +42,13 @@ def make_policy(meta: LeRobotDatasetMetadata, seed: int = 0, **overrides: Any) -
     policy = GeoVLAPolicy(config)
     policy.attach_processors(*make_geovla_pre_post_processors(config, dataset_stats=meta.stats))
     return policy
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` as a module (scripts import their neighbours, so scripts/ goes on the path)."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))
+    spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -3,24 +3,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
-
-def _load(name: str):
-    sys.path.insert(0, str(SCRIPTS))  # bench_train imports bench_policy
-    spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from geovla_helpers import SCRIPTS, load_script
 
 
 def test_bench_policy_reports_latency_breakdown_and_memory(tmp_path):
     out = tmp_path / "policy.json"
-    report = _load("bench_policy").main([
+    report = load_script("bench_policy").main([
         "--image-size", "32", "--threads", "1", "--warmup", "1", "--calls", "3", "--breakdown-calls", "2",
         "--out", str(out),
     ])
@@ -36,7 +26,7 @@ def test_bench_policy_reports_latency_breakdown_and_memory(tmp_path):
 
 
 def test_bench_train_reports_throughput_memory_and_flops():
-    report = _load("bench_train").main([
+    report = load_script("bench_train").main([
         "--image-size", "32", "--threads", "1", "--batch", "2", "--warmup", "1", "--steps", "1",
         "--lora-rank", "4", "--grad-checkpointing",
     ])

@@ -3,26 +3,19 @@ that many expert steps per chunk (a random policy: success itself is not tested)
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from geovla_helpers import load_script
 from lerobot.configs.types import FeatureType, PolicyFeature
 
 from policies.configuration_geovla import GeoVLAConfig
 from policies.modeling_geovla import GeoVLAPolicy
 from policies.processor_geovla import make_geovla_pre_post_processors
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "eval_flow_steps.py"
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("eval_flow_steps_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _saved_random_policy(directory: Path) -> Path:
@@ -43,7 +36,7 @@ def _saved_random_policy(directory: Path) -> Path:
 def test_flow_steps_change_the_sampler_and_json_is_written(tmp_path):
     policy_dir = _saved_random_policy(tmp_path / "policy")
     out = tmp_path / "flow.json"
-    report = _load_script().main([
+    report = load_script("eval_flow_steps").main([
         "--policy", str(policy_dir), "--steps", "4", "2", "--episodes", "1", "--max-steps", "6",
         "--out", str(out),
     ])

@@ -4,27 +4,19 @@ measured against that object)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from geovla_helpers import make_policy
+from geovla_helpers import load_script, make_policy
 
 import envs
 from policies.modeling_geovla import GeoVLAPolicy
 from policies.rollout import camera_map, evaluate_policy, swap_target
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "eval_policy.py"
 
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("eval_policy_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +28,7 @@ def saved_policy(dataset_meta, tmp_path_factory) -> Path:
 
 def test_script_writes_results_video_and_plot(saved_policy, tmp_path):
     out = tmp_path / "out"
-    results = _load_script().main([
+    results = load_script("eval_policy").main([
         "--policy", str(saved_policy), "--env", "builtin", "--task", "reach", "--episodes", "2",
         "--max-steps", "6", "--videos", "1", "--out", str(out), "--batch-size", "2",
     ])

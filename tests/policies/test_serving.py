@@ -83,6 +83,25 @@ def test_reset_clears_the_server_history(local_policy, client):
     assert not np.array_equal(continued, fresh)  # the history matters, so the reset did something
 
 
+def test_observe_fills_the_history_without_predicting(local_policy, client):
+    """observe(o0) then predict_action(o1) is predict_action(o0) then predict_action(o1),
+    in process and over the socket, and differs from predicting on o1 alone."""
+    noise = _noise(local_policy, 4)
+    local_policy.reset()
+    local_policy.predict_action(_observation(0), noise=noise)
+    expected = local_policy.predict_action(_observation(1), noise=noise)
+    local_policy.reset()
+    local_policy.observe(_observation(0))
+    np.testing.assert_array_equal(local_policy.predict_action(_observation(1), noise=noise), expected)
+    client.reset()
+    client.observe(_observation(0))
+    np.testing.assert_array_equal(client.predict_action(_observation(1), noise=noise), expected)
+    local_policy.reset()
+    assert not np.array_equal(local_policy.predict_action(_observation(1), noise=noise), expected)
+    with pytest.raises(ValueError, match="camera 'wrist' is missing"):
+        client.observe(_observation(0, cameras=CAMERAS[:3]))
+
+
 def test_invalid_observation_comes_back_as_value_error(local_policy, client):
     with pytest.raises(ValueError, match="camera 'wrist' is missing"):
         client.predict_action(_observation(0, cameras=CAMERAS[:3]))
