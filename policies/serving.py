@@ -203,7 +203,7 @@ class PolicyServer:
                 if op == "predict_action":
                     noise = request.get("noise")
                     if noise is not None:
-                        noise = torch.from_numpy(noise).to(self.policy.config.device)
+                        noise = torch.from_numpy(noise)  # the model moves it to its device
                     return {"ok": True, "actions": self.policy.predict_action(request.get("observation"), noise=noise)}
                 if op == "observe":
                     self.policy.observe(request.get("observation"))

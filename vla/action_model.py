@@ -368,4 +368,4 @@ class DeepFusionActionModel(nn.Module):
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must be {shape}, got {tuple(noise.shape)}")
         _check_finite("noise", noise)
-        return noise.float()
+        return noise.to(device=device, dtype=torch.float32)
