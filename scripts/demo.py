@@ -53,7 +53,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/demo", help="output directory (replaced if it exists)")
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="training config (YAML)")
-    parser.add_argument("--episodes", type=int, default=200, help="demonstrations to record")
+    parser.add_argument("--episodes", type=int, default=1000, help="demonstrations to record")
     parser.add_argument("--eval-episodes", type=int, default=50)
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
     args = parser.parse_args()
