@@ -54,14 +54,18 @@ INSTRUCTION = "touch the red cube"
 PARTS = ("geometry", "backbone", "prefix", "denoising", "other")
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(p: argparse.ArgumentParser, dtype_help: str) -> None:
+    """``--preset --device --dtype --image-size --threads``, shared with ``bench_train``."""
     p.add_argument("--preset", default="tiny", choices=["tiny", "small", "full"])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="bfloat16 runs predict_action under torch.autocast (weights stay float32)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help=dtype_help)
     p.add_argument("--image-size", type=int, default=None, help="default: the preset's (64 tiny, 224 small/full)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p, "bfloat16 runs predict_action under torch.autocast (weights stay float32)")
     p.add_argument("--compile", action="store_true", help="torch.compile the hot paths (vla.compile)")
     p.add_argument("--compile-mode", default=None, choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile mode with --compile (reduce-overhead: CUDA graphs on a GPU)")

@@ -39,22 +39,19 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_policy import CAMERAS, INSTRUCTION, build_policy, emit, peak_memory_mb, select_device, synchronize  # noqa: E402
+from bench_policy import (  # noqa: E402
+    CAMERAS, INSTRUCTION, add_model_arguments, build_policy, emit, peak_memory_mb, select_device, synchronize,
+)
 
 H100_BF16_TFLOPS = 790.0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "full"])
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                   help="bfloat16: forward under torch.autocast (weights and optimiser state stay float32)")
-    p.add_argument("--image-size", type=int, default=None, help="default: the preset's (64 tiny, 224 small/full)")
+    add_model_arguments(p, "bfloat16: forward under torch.autocast (weights and optimiser state stay float32)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--lora-rank", type=int, default=0, help="peft LoRA on the LLM and expert (0: full fine-tuning)")
     p.add_argument("--grad-checkpointing", action="store_true", help="recompute the backbone ViT blocks")
     p.add_argument("--peak-tflops", type=float, default=H100_BF16_TFLOPS, help="device peak for the MFU")
