@@ -35,7 +35,7 @@ def main() -> None:
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        pass
+        print(json.dumps({"stopped": True}), flush=True)  # a clean stop, exit status 0
 
 
 if __name__ == "__main__":
