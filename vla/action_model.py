@@ -230,7 +230,7 @@ class DeepFusionActionModel(nn.Module):
                 raise ValueError(f"time must be one of {allowed}, got {tuple(time.shape)}")
         time = time.reshape(batch * copies).to(padded.device)
         noisy, target = interpolate(_repeat_rows(padded, copies), noise, time)
-        velocity = self._joint_velocity(prefix, _repeat_rows(state, copies), noisy, time, copies)
+        velocity = self._joint_velocity(prefix, state, noisy, time, copies)
         loss, per_sample = masked_velocity_loss(velocity, target, _repeat_rows(action_is_pad, copies), action_dim)
         per_sample = per_sample.view(batch, copies).mean(dim=1)
         return {"loss": loss, "flow_matching_loss": loss.detach(), "loss_per_sample": per_sample.detach()}
@@ -300,10 +300,14 @@ class DeepFusionActionModel(nn.Module):
     def _joint_velocity(
         self, prefix: Prefix, state: Tensor | None, noisy: Tensor, time: Tensor, copies: int = 1
     ) -> Tensor:
-        """Velocity ``[B * K, H, A_max]`` of ``K = copies`` suffixes per prefix in one pass;
-        ``state``, ``noisy`` and ``time`` hold the ``K`` copies of each row consecutively."""
-        batch, length = prefix.valid.shape
-        suffix = self.embed_suffix(state, noisy, time).reshape(batch, copies * self.suffix_len, -1)
+        """Velocity ``[B * K, H, A_max]`` of ``K = copies`` suffixes per prefix in one pass.
+
+        ``state`` has one row per prefix (its token is computed once and shared by the copies);
+        ``noisy`` and ``time`` hold the ``K`` copies of each row consecutively.
+        """
+        batch = prefix.valid.shape[0]
+        state_token = _repeat_rows(self.state_token(state), copies)
+        suffix = self._assemble_suffix(state_token, noisy, time).reshape(batch, copies * self.suffix_len, -1)
         mask = joint_attention_mask(prefix.valid, self.suffix_len, self.config.prefix_causal, copies)
         positions = torch.cat(
             [prefix_position_ids(prefix.valid), suffix_position_ids(prefix.valid, self.suffix_len).repeat(1, copies)],

@@ -17,7 +17,7 @@ def test_one_token_per_word_case_insensitive_and_stable():
     assert len(words) == 5  # touch, the, blue, ball, "."
     assert words == tokenizer("touch the blue ball .", add_special_tokens=False)["input_ids"]
     # Fixed values: the hash must not depend on the process (Python's hash() is salted).
-    assert words == [1722, 2654, 3474, 78, words[4]] and all(0 <= i < 4096 for i in words)
+    assert words == [1722, 2654, 3474, 78, 3568]
 
 
 def test_distinct_words_of_the_task_get_distinct_ids():
