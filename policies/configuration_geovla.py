@@ -15,6 +15,7 @@ from vla.tokenizer import TOKENIZERS
 PRESETS = ("tiny", "small", "full")
 GEOMETRY_KEY_PREFIXES = ("observation.depth.", "observation.intrinsics.", "observation.extrinsics.")
 FREEZE_OPTIONS = ("none", "vision", "llm", "vision_and_llm")
+SPATIAL_TOKENS = ("patch", "voxel")
 
 
 @PreTrainedConfig.register_subclass("geovla")
@@ -35,10 +36,22 @@ class GeoVLAConfig(PreTrainedConfig):
         n_action_steps: actions executed from each chunk before predicting again.
         image_size: side of the square images the model runs at; inputs are resized to it.
             None: the preset's (64 tiny, 224 small/full).
+        patch_size: ViT patch side of both backbone streams and of the geometry aggregator.
+            None: the preset's (8 tiny; 14/16 small/full, which their pretrained weights need).
+            Small images want small patches: at 32 px a 4-px patch keeps an 8 x 8 token grid.
         use_geometry: feed spatial tokens of the geometry aggregator to the LLM.
-        spatial_pool: patch tokens of each (time, view) frame are average-pooled to a
-            ``spatial_pool x spatial_pool`` grid; with the camera token that is
-            ``1 + spatial_pool**2`` spatial tokens per frame.
+        spatial_tokens: what the geometry aggregator gives the LLM. ``patch``: per (time, view)
+            frame the camera token and the patch tokens pooled to ``spatial_pool x spatial_pool``.
+            ``voxel``: the current frame's pixels lifted to 3D with depth and cameras and
+            scattered into about ``voxel_target`` voxels inside ``voxel_workspace``, each token
+            carrying its patch feature, world position and colour (see ``policies.voxel_tokens``).
+            Needs depth and camera parameters per camera as input (an RGB-D camera with known
+            intrinsics and extrinsics; the built-in task records and renders them).
+        spatial_pool: pooled grid side of the ``patch`` spatial tokens (``1 + spatial_pool**2``
+            tokens per frame).
+        voxel_target: voxels per sample of the ``voxel`` spatial tokens.
+        voxel_workspace: ``(x0, y0, z0, x1, y1, z1)`` box in the world frame of the extrinsics
+            (metres); pixels outside it are dropped. The default is the built-in tabletop's.
         geometry_loss_weight: weight of the geometry losses (camera, depth) added to the flow
             matching loss when a batch carries depth and camera ground truth; 0 skips the heads.
         use_state: give the expert a state token.
@@ -65,8 +78,12 @@ class GeoVLAConfig(PreTrainedConfig):
     chunk_size: int = 10
     n_action_steps: int = 5
     image_size: int | None = None
+    patch_size: int | None = None
     use_geometry: bool = True
+    spatial_tokens: str = "patch"
     spatial_pool: int = 2
+    voxel_target: int = 256
+    voxel_workspace: tuple[float, float, float, float, float, float] = (-0.3, -0.3, -0.02, 0.3, 0.3, 0.3)
     geometry_loss_weight: float = 0.1
     use_state: bool = True
     max_state_dim: int = 8
@@ -104,16 +121,26 @@ class GeoVLAConfig(PreTrainedConfig):
             raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
         if self.image_size is None:
             self.image_size = 64 if self.preset == "tiny" else 224
-        positive = ("n_obs_steps", "chunk_size", "n_action_steps", "image_size", "spatial_pool",
+        positive = ("n_obs_steps", "chunk_size", "n_action_steps", "image_size", "spatial_pool", "voxel_target",
                     "max_state_dim", "max_action_dim", "num_flow_steps", "flow_samples",
                     "tokenizer_max_length")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.patch_size is not None and (self.patch_size < 1 or self.image_size % self.patch_size):
+            raise ValueError(f"patch_size must divide image_size ({self.image_size}), got {self.patch_size}")
         if self.n_action_steps > self.chunk_size:
             raise ValueError(f"n_action_steps ({self.n_action_steps}) cannot exceed chunk_size ({self.chunk_size})")
         if self.geometry_loss_weight < 0 or self.lora_rank < 0:
             raise ValueError("geometry_loss_weight and lora_rank must be >= 0")
+        if self.spatial_tokens not in SPATIAL_TOKENS:
+            raise ValueError(f"spatial_tokens must be one of {SPATIAL_TOKENS}, got {self.spatial_tokens!r}")
+        if self.spatial_tokens == "voxel" and not self.use_geometry:
+            raise ValueError("spatial_tokens='voxel' needs use_geometry=True (voxel features come from the aggregator)")
+        self.voxel_workspace = tuple(float(v) for v in self.voxel_workspace)
+        low, high = self.voxel_workspace[:3], self.voxel_workspace[3:]
+        if len(self.voxel_workspace) != 6 or any(h <= l for l, h in zip(low, high)):
+            raise ValueError(f"voxel_workspace must be (x0, y0, z0, x1, y1, z1) with x1 > x0 etc., got {self.voxel_workspace}")
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         if self.freeze not in FREEZE_OPTIONS:
@@ -152,9 +179,10 @@ class GeoVLAConfig(PreTrainedConfig):
     def validate_features(self) -> None:
         """Keep cameras, the state and the action as model features.
 
-        Geometry ground truth (``observation.depth.*``, ``.intrinsics.*``, ``.extrinsics.*``)
-        is supervision, not input: it is dropped from ``input_features`` so that it is neither
-        normalised nor required at inference.
+        Depth and camera parameters (``observation.depth.*``, ``.intrinsics.*``, ``.extrinsics.*``)
+        are dropped from ``input_features`` so that they are never normalised: they are
+        supervision of the geometry heads, and with ``spatial_tokens="voxel"`` an input that
+        the policy checks for itself (``needs_depth``).
         """
         self.input_features = {
             key: ft for key, ft in self.input_features.items() if not key.startswith(GEOMETRY_KEY_PREFIXES)
@@ -175,6 +203,11 @@ class GeoVLAConfig(PreTrainedConfig):
         for key, ft in self.image_features.items():
             if ft.type is not FeatureType.VISUAL or len(ft.shape) != 3 or ft.shape[0] != 3:
                 raise ValueError(f"camera feature {key!r} must be VISUAL with shape (3, H, W), got {ft.shape}")
+
+    @property
+    def needs_depth(self) -> bool:
+        """Whether observations must carry depth, intrinsics and extrinsics per camera."""
+        return self.use_geometry and self.spatial_tokens == "voxel"
 
     @property
     def camera_keys(self) -> list[str]:

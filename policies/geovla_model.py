@@ -16,6 +16,7 @@ from geometry.pose import extri_intri_to_pose_encoding
 from policies.configuration_geovla import GeoVLAConfig
 from policies.presets import sub_configs
 from policies.spatial_tokens import SpatialTokens
+from policies.voxel_tokens import VoxelSpatialTokens
 from vla.action_model import DeepFusionActionModel
 from vla.backbone.backbone import FiLMDualBackbone
 from vla.backbone.language import mean_instruction_embedding
@@ -29,7 +30,8 @@ class GeoVLAModel(nn.Module):
 
     Inputs (normalised): ``images [B, T, V, 3, H, W]`` in [0, 1] (the backbone reads the last
     time step), ``camera_mask [B, V]`` bool, ``instruction_ids`` / ``instruction_mask`` ``[B, L]``,
-    ``state [B, Ds]``, ``actions [B, H, A]``.
+    ``state [B, Ds]``, ``actions [B, H, A]``; with voxel spatial tokens also ``scene``, the last
+    time step's ``{"depth": [B, V, H, W], "intrinsics": [B, V, 3, 3], "extrinsics": [B, V, 3, 4]}``.
     """
 
     def __init__(self, config: GeoVLAConfig) -> None:
@@ -40,9 +42,12 @@ class GeoVLAModel(nn.Module):
         llm_dim = self.action_model.llm_width
         self.backbone = FiLMDualBackbone(replace(subs.backbone, llm_dim=llm_dim))
         self.geometry = GeometryModel(subs.geometry) if subs.geometry is not None else None
-        self.spatial = (
-            SpatialTokens(2 * subs.geometry.embed_dim, llm_dim, config.spatial_pool) if self.geometry else None
-        )
+        self.spatial = self.voxels = None
+        if self.geometry is not None and config.spatial_tokens == "voxel":
+            self.voxels = VoxelSpatialTokens(2 * subs.geometry.embed_dim, llm_dim, config.voxel_target,
+                                             config.voxel_workspace)
+        elif self.geometry is not None:
+            self.spatial = SpatialTokens(2 * subs.geometry.embed_dim, llm_dim, config.spatial_pool)
         self.num_visual_tokens = len(config.camera_keys) * subs.backbone.num_agg_tokens
 
     @property
@@ -50,7 +55,8 @@ class GeoVLAModel(nn.Module):
         return self.action_model.tokenizer
 
     def embed_prefix(
-        self, images: Tensor, camera_mask: Tensor, instruction_ids: Tensor, instruction_mask: Tensor
+        self, images: Tensor, camera_mask: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
+        scene: dict[str, Tensor] | None = None,
     ) -> tuple[Prefix, object | None]:
         """The LLM prefix ``[visual | spatial | instruction]`` and the aggregator output (or None)."""
         B, T, V = images.shape[:3]
@@ -63,7 +69,13 @@ class GeoVLAModel(nn.Module):
         if self.geometry is not None:
             present = camera_mask[:, None, :, None, None, None]
             agg = self.geometry.aggregator(torch.where(present, images, 0.0))
-            spatial, spatial_mask = self.spatial(agg, camera_mask)
+            if self.voxels is None:
+                spatial, spatial_mask = self.spatial(agg, camera_mask)
+            elif scene is None:
+                raise ValueError("voxel spatial tokens need the scene's depth, intrinsics and extrinsics")
+            else:
+                spatial, spatial_mask = self.voxels(agg, current, scene["depth"], scene["intrinsics"],
+                                                    scene["extrinsics"], camera_mask)
 
         image_ids = torch.full((B, self.num_visual_tokens), self.action_model.image_token_id,
                                dtype=instruction_ids.dtype, device=instruction_ids.device)
@@ -84,9 +96,10 @@ class GeoVLAModel(nn.Module):
         actions: Tensor,
         action_is_pad: Tensor | None = None,
         geometry_targets: dict[str, Tensor] | None = None,
+        scene: dict[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """``{"loss", "flow_matching_loss"[, "geometry_loss", "geometry_<term>"...]}``."""
-        prefix, agg = self.embed_prefix(images, camera_mask, instruction_ids, instruction_mask)
+        prefix, agg = self.embed_prefix(images, camera_mask, instruction_ids, instruction_mask, scene)
         losses = self.action_model.compute_loss(prefix, actions, state, action_is_pad)
         losses.pop("loss_per_sample")
         weight = self.config.geometry_loss_weight
@@ -109,9 +122,10 @@ class GeoVLAModel(nn.Module):
         state: Tensor | None,
         noise: Tensor | None = None,
         num_steps: int | None = None,
+        scene: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """Action chunk ``[B, H, A]`` (normalised) by cached Euler integration from noise."""
-        prefix, _ = self.embed_prefix(images, camera_mask, instruction_ids, instruction_mask)
+        prefix, _ = self.embed_prefix(images, camera_mask, instruction_ids, instruction_mask, scene)
         return self.action_model.sample_actions(
             prefix, state, num_steps=num_steps or self.config.num_flow_steps, noise=noise,
             action_dim=self.config.action_dim,

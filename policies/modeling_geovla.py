@@ -76,6 +76,7 @@ class GeoVLAPolicy(PreTrainedPolicy):
             actions,
             batch.get(ACTION_IS_PAD),
             self._geometry_targets(batch, images),
+            self._scene(batch, images),
         )
         return losses["loss"], {k: float(v.detach()) for k, v in losses.items()}
 
@@ -86,7 +87,8 @@ class GeoVLAPolicy(PreTrainedPolicy):
         self.eval()
         images = self._images(batch, history=True)
         return self.model.sample_actions(
-            images, self._camera_mask(batch, images), *self._instruction(batch), self._state(batch), noise=noise
+            images, self._camera_mask(batch, images), *self._instruction(batch), self._state(batch), noise=noise,
+            scene=self._scene(batch, images),
         )
 
     @torch.no_grad()
@@ -140,7 +142,7 @@ class GeoVLAPolicy(PreTrainedPolicy):
         height, width = self.config.image_features[self.config.camera_keys[0]].shape[1:]
         batch, batched = robot_observation_to_batch(
             observation, self.config.camera_keys, self.config.state_dim, (height, width),
-            self.config.allow_missing_cameras,
+            self.config.allow_missing_cameras, self.config.needs_depth,
         )
         return self.processors[0](batch), batched
 
@@ -213,22 +215,43 @@ class GeoVLAPolicy(PreTrainedPolicy):
         """Depth/camera ground truth ``[B, T, V, ...]`` when the batch has it for every camera."""
         if self.config.geometry_loss_weight == 0 or self.model.geometry is None:
             return None
+        fields, _ = self._camera_fields(batch, images)
+        if fields is None:
+            return None
+        for name, value in fields.items():
+            if value.shape[1] != images.shape[1]:
+                raise ValueError(f"{name} ground truth has {value.shape[1]} time steps, images have {images.shape[1]}")
+        return geometry_targets(fields["depth"], fields["intrinsics"], fields["extrinsics"])
+
+    def _scene(self, batch: dict[str, Any], images: Tensor) -> dict[str, Tensor] | None:
+        """The last time step's depth and cameras ``[B, V, ...]`` for voxel spatial tokens (else None)."""
+        if not self.config.needs_depth:
+            return None
+        fields, missing = self._camera_fields(batch, images)
+        if fields is None:
+            raise ValueError(
+                f"spatial_tokens='voxel' needs depth, intrinsics and extrinsics for every camera; the batch "
+                f"lacks {missing} (robots: pass observation['depth'|'intrinsics'|'extrinsics'] per camera)"
+            )
+        return {name: value[:, -1] for name, value in fields.items()}
+
+    def _camera_fields(self, batch: dict[str, Any], images: Tensor) -> tuple[dict[str, Tensor] | None, list[str]]:
+        """``{"depth": [B, T, V, H, W], "intrinsics": [B, T, V, 3, 3], "extrinsics": [B, T, V, 3, 4]}``
+        (T = 1 for single frames), or None and the missing keys."""
         cameras = [key.removeprefix("observation.images.") for key in self.config.camera_keys]
-        fields = {}
-        for name in ("depth", "intrinsics", "extrinsics"):
-            keys = [f"observation.{name}.{cam}" for cam in cameras]
-            if not all(k in batch for k in keys):
-                return None
-            # [B, ...] or [B, T, ...]; depth and cameras both have rank 3 without the time axis.
-            fields[name] = torch.stack([batch[k] if batch[k].dim() == 4 else batch[k].unsqueeze(1) for k in keys], dim=2)
-            if fields[name].shape[1] != images.shape[1]:
-                raise ValueError(f"{name} ground truth has {fields[name].shape[1]} time steps, images have {images.shape[1]}")
+        keys = {name: [f"observation.{name}.{cam}" for cam in cameras] for name in ("depth", "intrinsics", "extrinsics")}
+        missing = [k for names in keys.values() for k in names if k not in batch]
+        if missing:
+            return None, missing
+        # [B, ...] or [B, T, ...]; depth and cameras both have rank 3 without the time axis.
+        fields = {name: torch.stack([batch[k] if batch[k].dim() == 4 else batch[k].unsqueeze(1) for k in names], dim=2)
+                  for name, names in keys.items()}
         if fields["depth"].shape[-2:] != images.shape[-2:]:
             raise ValueError(
-                f"depth ground truth is {tuple(fields['depth'].shape[-2:])} but the model runs at "
-                f"{tuple(images.shape[-2:])}; record the dataset at image_size={self.config.image_size}"
+                f"depth is {tuple(fields['depth'].shape[-2:])} but the model runs at {tuple(images.shape[-2:])}; "
+                f"record the dataset (or render the depth) at image_size={self.config.image_size}"
             )
-        return geometry_targets(fields["depth"], fields["intrinsics"], fields["extrinsics"])
+        return fields, []
 
 
 def load_processors(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from geometry.config import GeometryConfig, make_config
 from policies.configuration_geovla import GeoVLAConfig
-from vla.backbone.config import BackboneConfig, backbone_config
+from vla.backbone.config import BackboneConfig, EncoderConfig, backbone_config
 from vla.config import DeepFusionConfig, LoRASettings, deep_fusion_preset
 
 
@@ -36,6 +36,9 @@ def sub_configs(config: GeoVLAConfig) -> SubConfigs:
         lora=LoRASettings(rank=config.lora_rank) if config.lora_rank else None,
     )
     backbone = backbone_config(config.preset, image_size=config.image_size, llm_dim=fusion.hidden_size)
+    if config.patch_size is not None:
+        backbone = replace(backbone, siglip=_with_patch(backbone.siglip, config.patch_size),
+                           dinov2=_with_patch(backbone.dinov2, config.patch_size))
     geometry = None
     if config.use_geometry:
         geometry = make_config(
@@ -46,5 +49,10 @@ def sub_configs(config: GeoVLAConfig) -> SubConfigs:
             point_head=False,
             track_head=False,
             static_cameras=False,
+            **({} if config.patch_size is None else {"patch_size": config.patch_size}),
         )
     return SubConfigs(geometry=geometry, backbone=backbone, fusion=fusion)
+
+
+def _with_patch(encoder: EncoderConfig, patch_size: int) -> EncoderConfig:
+    return replace(encoder, timm_kwargs={**encoder.timm_kwargs, "patch_size": patch_size})

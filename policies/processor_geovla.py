@@ -29,7 +29,7 @@ from lerobot.utils.constants import (
     POLICY_PREPROCESSOR_DEFAULT_NAME,
 )
 
-from policies.configuration_geovla import GeoVLAConfig
+from policies.configuration_geovla import GEOMETRY_KEY_PREFIXES, GeoVLAConfig
 from vla.pretrained import load_tokenizer
 from vla.tokenizer import make_file_free_tokenizer
 
@@ -124,8 +124,10 @@ def make_geovla_pre_post_processors(
     dataset_stats: dict[str, dict[str, torch.Tensor]] | None = None,
 ) -> tuple[PolicyProcessorPipeline[dict[str, Any], dict[str, Any]], PolicyProcessorPipeline[PolicyAction, PolicyAction]]:
     """Pre: rename, batch, tokenise the task, move to the device, normalise state and action.
-    Post: unnormalise the action, move it to the CPU. Stats are guarded (:func:`guard_stats`)."""
-    features = {**config.input_features, **config.output_features}
+    Post: unnormalise the action, move it to the CPU. Stats are guarded (:func:`guard_stats`).
+    Depth and camera parameters are never normalised, also when ``config`` is not yet validated."""
+    inputs = {k: f for k, f in config.input_features.items() if not k.startswith(GEOMETRY_KEY_PREFIXES)}
+    features = {**inputs, **config.output_features}
     stats = guard_stats(dataset_stats, set(features))
     norm_map: dict[str, NormalizationMode] = dict(config.normalization_mapping)
     preprocessor = PolicyProcessorPipeline[dict[str, Any], dict[str, Any]](

@@ -2,7 +2,10 @@
 
 An observation is ``{"images": {camera: image}, "state": vector, "instruction": str}``. An image is
 uint8 ``[H, W, 3]`` (numpy or tensor) or float ``[3, H, W]`` in [0, 1]; with a leading batch
-dimension everything is batched (``instruction`` then a str or a list of B str).
+dimension everything is batched (``instruction`` then a str or a list of B str). A policy with
+voxel spatial tokens also needs, per camera, ``"depth"`` ``{camera: [H, W]}`` (metres along the
+optical axis), ``"intrinsics"`` ``{camera: [3, 3]}`` and ``"extrinsics"`` ``{camera: [3, 4]}``
+(OpenCV camera-from-world).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from lerobot.utils.constants import OBS_STATE
 
 CAMERA_MASK_KEY = "observation.camera_mask"
 REQUIRED_KEYS = ("images", "state", "instruction")
+CAMERA_FIELDS = {"depth": (), "intrinsics": (3, 3), "extrinsics": (3, 4)}  # per camera; () = the image size
 
 
 def robot_observation_to_batch(
@@ -24,15 +28,18 @@ def robot_observation_to_batch(
     state_dim: int | None,
     image_size: tuple[int, int],
     allow_missing_cameras: bool,
+    needs_depth: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """A LeRobot batch (``observation.images.<cam>`` float ``[B, 3, H, W]``, ``observation.state``
-    ``[B, D]``, ``task`` list of B str, ``observation.camera_mask`` ``[B, V]``) and whether the
+    ``[B, D]``, ``task`` list of B str, ``observation.camera_mask`` ``[B, V]``; with
+    ``needs_depth`` also ``observation.{depth,intrinsics,extrinsics}.<cam>``) and whether the
     input was batched. Raises ``ValueError`` naming the offending key, shape, dtype or value."""
     if not isinstance(observation, dict):
         raise ValueError(f"observation must be a dict with keys {REQUIRED_KEYS}, got {type(observation).__name__}")
-    missing = [k for k in REQUIRED_KEYS if k not in observation and not (k == "state" and state_dim is None)]
+    required = REQUIRED_KEYS + (tuple(CAMERA_FIELDS) if needs_depth else ())
+    missing = [k for k in required if k not in observation and not (k == "state" and state_dim is None)]
     if missing:
-        raise ValueError(f"observation is missing {missing}; it needs {REQUIRED_KEYS}")
+        raise ValueError(f"observation is missing {missing}; it needs {required}")
     images = observation["images"]
     if not isinstance(images, dict) or not images:
         raise ValueError("observation['images'] must be a non-empty dict {camera: image}")
@@ -63,6 +70,8 @@ def robot_observation_to_batch(
             present[:, index] = False
         batch[key] = image
     batch[CAMERA_MASK_KEY] = present
+    if needs_depth:
+        batch.update(_camera_fields(observation, names, present, image_size, batched))
 
     if state_dim is not None:
         batch[OBS_STATE] = _state_tensor(observation["state"], state_dim, batch_size, batched)
@@ -92,6 +101,35 @@ def _image_tensor(name: str, image: Any, size: tuple[int, int]) -> torch.Tensor:
     if tuple(tensor.shape[-2:]) != size:
         raise ValueError(f"{name} must be {size[0]}x{size[1]} pixels, got {tuple(tensor.shape[-2:])}")
     return tensor
+
+
+def _camera_fields(observation: dict[str, Any], names: dict[str, str], present: torch.Tensor,
+                   image_size: tuple[int, int], batched: bool) -> dict[str, torch.Tensor]:
+    """``observation.{depth,intrinsics,extrinsics}.<cam>`` float tensors with a batch axis. A
+    missing camera gets zero depth and identity cameras (its pixels are masked out anyway)."""
+    out = {}
+    batch_size = present.shape[0]
+    for field, shape in CAMERA_FIELDS.items():
+        values = observation[field]
+        if not isinstance(values, dict):
+            raise ValueError(f"observation[{field!r}] must be a dict {{camera: array}}, got {type(values).__name__}")
+        shape = shape or image_size
+        expected = (batch_size, *shape) if batched else shape
+        for index, (name, image_key) in enumerate(names.items()):
+            key = image_key.replace("observation.images.", f"observation.{field}.", 1)
+            if name not in values:
+                if bool(present[:, index].any()):
+                    raise ValueError(f"observation[{field!r}] has no entry for camera {name!r}")
+                filler = torch.zeros(batch_size, *shape) if field == "depth" else torch.eye(3, shape[1]).expand(batch_size, *shape)
+                out[key] = filler.clone()
+                continue
+            tensor = torch.as_tensor(np.asarray(values[name], dtype=np.float32))
+            if tuple(tensor.shape) != tuple(expected):
+                raise ValueError(f"observation[{field!r}][{name!r}] must have shape {tuple(expected)}, got {tuple(tensor.shape)}")
+            if not torch.isfinite(tensor).all():
+                raise ValueError(f"observation[{field!r}][{name!r}] contains NaN or inf")
+            out[key] = tensor if batched else tensor[None]
+    return out
 
 
 def _state_tensor(state: Any, state_dim: int, batch_size: int, batched: bool) -> torch.Tensor:

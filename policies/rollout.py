@@ -24,7 +24,7 @@ from envs.tabletop.env import INSTRUCTION_TEMPLATES, TabletopEnv
 from envs.wrappers import ALOHA_TASKS, make_aloha, make_pusht
 from envs.video import caption_frame, write_mp4
 from policies.modeling_geovla import GeoVLAPolicy
-from policies.robot_observation import robot_observation_to_batch
+from policies.robot_observation import CAMERA_FIELDS, robot_observation_to_batch
 
 CAMERA_PREFIX = "observation.images."
 VIDEO_HEIGHT = 192  # camera mosaics are upscaled (nearest) to about this height in videos
@@ -41,7 +41,10 @@ def env_factory(policy: GeoVLAPolicy, env: str, task: str | None) -> tuple[Calla
     cameras = tuple(key.removeprefix(CAMERA_PREFIX) for key in config.camera_keys)
     if env == "builtin":
         task = task or "reach"
-        return (lambda: gym.make(envs.TABLETOP_ID, task=task, image_size=(height, width), cameras=cameras)), task
+        return (lambda: gym.make(envs.TABLETOP_ID, task=task, image_size=(height, width), cameras=cameras,
+                                 geometry=config.needs_depth)), task
+    if config.needs_depth:
+        raise ValueError(f"the policy needs depth and cameras (spatial_tokens='voxel'), which the {env} env does not give")
     if env == "pusht":
         if height != width:
             raise ValueError(f"PushT renders square images; the policy expects {height}x{width}")
@@ -199,7 +202,7 @@ def _run_wave(
     while not all(r["done"] for r in records):
         batch, _ = robot_observation_to_batch(
             _stack(observations, records, cameras), config.camera_keys, config.state_dim, (height, width),
-            config.allow_missing_cameras,
+            config.allow_missing_cameras, config.needs_depth,
         )
         with torch.no_grad():
             actions = postprocessor(policy.select_action(preprocessor(batch))).numpy()
@@ -228,11 +231,15 @@ def _episode_limit(env: gym.Env) -> int:
 
 def _stack(observations: list[dict], records: list[dict], cameras: dict[str, str]) -> dict[str, Any]:
     """A batched robot observation (see ``policies.robot_observation``) of the wave's envs."""
-    return {
+    batch = {
         "images": {name: np.stack([o["pixels"][cam] for o in observations]) for name, cam in cameras.items()},
         "state": np.stack([np.asarray(o["agent_pos"], dtype=np.float32) for o in observations]),
         "instruction": [r["instruction"] for r in records],
     }
+    for field in CAMERA_FIELDS:  # depth and cameras, from envs that render them
+        if field in observations[0]:
+            batch[field] = {name: np.stack([o[field][cam] for o in observations]) for name, cam in cameras.items()}
+    return batch
 
 
 def _add_frame(record: dict[str, Any], obs: dict[str, Any], cameras: dict[str, str]) -> None:

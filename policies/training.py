@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from lerobot.configs.types import FeatureType
@@ -85,6 +87,20 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training config keys {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """Safe YAML that reads ``1e-3`` (no dot) as the float it means; YAML 1.1 reads a string."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"), list("-+0123456789.")
+)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse a training config (or one override value) as safe YAML, exponent floats included."""
+    return yaml.load(text, Loader=_YamlLoader)
 
 
 class StepBatchSampler(Sampler[list[int]]):

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
-import yaml
 
 import envs
 from envs.recording import open_dataset, record_demos
 from envs.video import caption_frame, write_mp4
 from policies.rollout import DEFAULT_SEED
-from policies.training import TrainConfig, train
+from policies.training import TrainConfig, read_yaml, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_policy import main as evaluate  # noqa: E402
@@ -61,7 +60,7 @@ def main() -> None:
     out = Path(args.out)
     if out.exists():
         shutil.rmtree(out)
-    values = yaml.safe_load(Path(args.config).read_text())
+    values = read_yaml(Path(args.config).read_text())
     values.update(dataset_root=str(out / "dataset"), output_dir=str(out / "train"))
     if args.steps is not None:
         values["steps"] = args.steps

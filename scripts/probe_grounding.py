@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import envs  # noqa: E402
+from policies.robot_observation import CAMERA_FIELDS  # noqa: E402
 from policies.rollout import DEFAULT_SEED  # noqa: E402
 
 
@@ -41,13 +42,15 @@ def probe_grounding(policy: Any, scenes: int, seed: int, samples: int = 4, actio
     ``config.image_size`` / ``config.camera_keys``.
     """
     cameras = tuple(key.removeprefix("observation.images.") for key in policy.config.camera_keys)
-    env = gym.make(envs.TABLETOP_ID, task="reach", image_size=policy.config.image_size, cameras=cameras)
+    env = gym.make(envs.TABLETOP_ID, task="reach", image_size=policy.config.image_size, cameras=cameras,
+                   geometry=getattr(policy.config, "needs_depth", False))
     scene = env.unwrapped
     cosines, hits, chance = [], 0, []
     try:
         for episode_seed in range(seed, seed + scenes):
             obs, _ = env.reset(seed=episode_seed)
-            observation = {"images": obs["pixels"], "state": obs["agent_pos"], "instruction": scene.instruction}
+            observation = {"images": obs["pixels"], "state": obs["agent_pos"], "instruction": scene.instruction,
+                           **{field: obs[field] for field in CAMERA_FIELDS if field in obs}}
             moves = []
             for _ in range(samples):
                 policy.reset()

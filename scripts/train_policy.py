@@ -15,15 +15,13 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 
 from policies.rollout import DEFAULT_SEED, env_factory, evaluate_policy
-from policies.training import TrainConfig, train
-
+from policies.training import TrainConfig, read_yaml, train
 
 
 def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
-    values = yaml.safe_load(Path(path).read_text()) if path else {}
+    values = read_yaml(Path(path).read_text()) if path else {}
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key=value or policy.field=value")
@@ -32,7 +30,7 @@ def load_config(path: str | None, overrides: list[str]) -> TrainConfig:
         *parents, leaf = key.split(".")
         for parent in parents:
             target = target.setdefault(parent, {})
-        target[leaf] = yaml.safe_load(raw)
+        target[leaf] = read_yaml(raw)
     return TrainConfig.from_dict(values)
 
 

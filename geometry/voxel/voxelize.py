@@ -26,10 +26,11 @@ class VoxelGrid:
     voxel_size `[B]` (one per clip); view_features `[B, T, V, N, C_in]` (the same average over
     view v's pixels only); view_weight `[B, T, V, N]` (share of the voxel's weight from view v,
     summing to 1 over views); view_count `[B, T, V, N]` (pixels of view v in the voxel); static
-    `[B, T, N]` (mean of the pixel static mask, None without one).
+    `[B, T, N]` (mean of the pixel static mask, None without one). `tokens` is None when the
+    grid comes from :func:`voxelize_pixels` rather than :class:`VoxelizationModule`.
     """
 
-    tokens: torch.Tensor
+    tokens: torch.Tensor | None
     features: torch.Tensor
     xyz: torch.Tensor
     centres: torch.Tensor
@@ -72,86 +73,100 @@ class VoxelizationModule(nn.Module):
     def forward(self, features: torch.Tensor, grid: tuple[int, int], depth: torch.Tensor, intrinsics: torch.Tensor,
                 extrinsics: torch.Tensor, confidence: torch.Tensor | None = None, pixel_mask: torch.Tensor | None = None,
                 images: torch.Tensor | None = None, static_mask: torch.Tensor | None = None) -> VoxelGrid:
-        """features `[B, T, V, P, C_in]`; depth, confidence, pixel_mask, static_mask `[B, T, V, H, W]`;
-        intrinsics `[B, T, V, 3, 3]`; extrinsics `[B, T, V, 3, 4]`; images `[B, T, V, 3, H, W]`."""
-        B, T, V, P, C = features.shape
-        H, W = depth.shape[-2:]
-        checks = {"depth": (depth, (B, T, V, H, W)), "intrinsics": (intrinsics, (B, T, V, 3, 3)),
-                  "extrinsics": (extrinsics, (B, T, V, 3, 4)), "confidence": (confidence, (B, T, V, H, W)),
-                  "pixel_mask": (pixel_mask, (B, T, V, H, W)), "static_mask": (static_mask, (B, T, V, H, W)),
-                  "images": (images, (B, T, V, 3, H, W))}
-        for name, (value, shape) in checks.items():
-            if value is not None and tuple(value.shape) != shape:
-                raise ValueError(f"{name} must have shape {shape}, got {tuple(value.shape)}")
-        if grid[0] * grid[1] != P:
-            raise ValueError(f"grid={grid} does not hold the P={P} patches of features")
-        s = self.config.pixel_stride
-        points = unproject_depth(depth.reshape(-1, H, W), intrinsics.reshape(-1, 3, 3).to(depth.dtype),
-                                 extrinsics.reshape(-1, 3, 4).to(depth.dtype))
-        points = points[:, ::s, ::s].reshape(B, T, V, -1, 3)
-        d = depth[..., ::s, ::s].reshape(B, T, V, -1)
-        valid = torch.isfinite(d) & (d > 0) & torch.isfinite(points).all(-1)
-        if self.config.max_depth is not None:
-            valid &= d < self.config.max_depth
-        if pixel_mask is not None:
-            valid &= pixel_mask[..., ::s, ::s].reshape(B, T, V, -1).bool()
-        conf = torch.zeros_like(d) if confidence is None else confidence[..., ::s, ::s].reshape(B, T, V, -1)
-        rgb = torch.zeros_like(points) if images is None else images[..., ::s, ::s].flatten(-2).transpose(-1, -2)
-        static = None if static_mask is None else static_mask[..., ::s, ::s].reshape(B, T, V, -1).float()
-        patch = pixel_patch_index(H, W, grid, s, depth.device)
-        sizes = [clip_voxel_size(points[b].flatten(1, 2), valid[b].flatten(1, 2), self.config.target_voxels,
-                                 self.config.voxel_size_mode) for b in range(B)]
-        per_step = [self._one_step(features[b, t], patch, points[b, t], valid[b, t], conf[b, t], rgb[b, t],
-                                   None if static is None else static[b, t], sizes[b])
-                    for b in range(B) for t in range(T)]
-        N = max(1, max(step["ids"].shape[0] for step in per_step))
-        grid_out = {k: pad_stack([step[k] for step in per_step], N, -1 if k == "ids" else 0)
-                    for k in per_step[0] if per_step[0][k] is not None}
-        grid_out = {k: v.reshape(B, T, *v.shape[1:]) for k, v in grid_out.items()}
-        for k in ("view_features", "view_weight", "view_count"):  # [B, T, N, V, ...] -> [B, T, V, N, ...]
-            grid_out[k] = grid_out[k].transpose(2, 3)
-        valid_vox = grid_out["ids"] >= 0
-        voxel_size = torch.tensor(sizes, dtype=depth.dtype, device=depth.device)
-        centre = (grid_out["xyz"] * valid_vox[..., None]).sum((1, 2)) / valid_vox.sum((1, 2)).clamp_min(1)[:, None]
-        scale = (grid_out["xyz"] - centre[:, None, None]).abs().amax((1, 2, 3)).clamp_min(1e-6)
-        rel_xyz = (grid_out["xyz"] - centre[:, None, None]) / scale[:, None, None, None]
-        tokens = (self.feature_mlp(grid_out["features"]) + self.xyz_mlp(rel_xyz)) * valid_vox[..., None]
-        return VoxelGrid(tokens=tokens, features=grid_out["features"], xyz=grid_out["xyz"], centres=grid_out["centres"],
-                         rgb=grid_out["rgb"], ids=grid_out["ids"], valid=valid_vox, voxel_size=voxel_size,
-                         view_features=grid_out["view_features"], view_weight=grid_out["view_weight"],
-                         view_count=grid_out["view_count"], static=grid_out.get("static"))
+        """Arguments as :func:`voxelize_pixels`; the grid comes back with its tokens."""
+        voxels = voxelize_pixels(features, grid, depth, intrinsics, extrinsics, self.config, confidence, pixel_mask,
+                                 images, static_mask)
+        valid = voxels.valid
+        centre = (voxels.xyz * valid[..., None]).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)[:, None]
+        scale = (voxels.xyz - centre[:, None, None]).abs().amax((1, 2, 3)).clamp_min(1e-6)
+        rel_xyz = (voxels.xyz - centre[:, None, None]) / scale[:, None, None, None]
+        voxels.tokens = (self.feature_mlp(voxels.features) + self.xyz_mlp(rel_xyz)) * valid[..., None]
+        return voxels
 
-    @staticmethod
-    def _one_step(features: torch.Tensor, patch: torch.Tensor, points: torch.Tensor, valid: torch.Tensor,
+
+def voxelize_pixels(features: torch.Tensor, grid: tuple[int, int], depth: torch.Tensor, intrinsics: torch.Tensor,
+                    extrinsics: torch.Tensor, config: VoxelConfig, confidence: torch.Tensor | None = None,
+                    pixel_mask: torch.Tensor | None = None, images: torch.Tensor | None = None,
+                    static_mask: torch.Tensor | None = None) -> VoxelGrid:
+    """Back-project pixels, assign them to voxels of a clip-wide size and scatter (no tokens yet).
+
+    features `[B, T, V, P, C_in]` on a `grid` of patches; depth, confidence, pixel_mask, static_mask
+    `[B, T, V, H, W]`; intrinsics `[B, T, V, 3, 3]`; extrinsics `[B, T, V, 3, 4]`; images
+    `[B, T, V, 3, H, W]`. Returns a :class:`VoxelGrid` whose `tokens` is None.
+    """
+    B, T, V, P, C = features.shape
+    H, W = depth.shape[-2:]
+    checks = {"depth": (depth, (B, T, V, H, W)), "intrinsics": (intrinsics, (B, T, V, 3, 3)),
+              "extrinsics": (extrinsics, (B, T, V, 3, 4)), "confidence": (confidence, (B, T, V, H, W)),
+              "pixel_mask": (pixel_mask, (B, T, V, H, W)), "static_mask": (static_mask, (B, T, V, H, W)),
+              "images": (images, (B, T, V, 3, H, W))}
+    for name, (value, shape) in checks.items():
+        if value is not None and tuple(value.shape) != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {tuple(value.shape)}")
+    if grid[0] * grid[1] != P:
+        raise ValueError(f"grid={grid} does not hold the P={P} patches of features")
+    s = config.pixel_stride
+    points = unproject_depth(depth.reshape(-1, H, W), intrinsics.reshape(-1, 3, 3).to(depth.dtype),
+                             extrinsics.reshape(-1, 3, 4).to(depth.dtype))
+    points = points[:, ::s, ::s].reshape(B, T, V, -1, 3)
+    d = depth[..., ::s, ::s].reshape(B, T, V, -1)
+    valid = torch.isfinite(d) & (d > 0) & torch.isfinite(points).all(-1)
+    if config.max_depth is not None:
+        valid &= d < config.max_depth
+    if pixel_mask is not None:
+        valid &= pixel_mask[..., ::s, ::s].reshape(B, T, V, -1).bool()
+    conf = torch.zeros_like(d) if confidence is None else confidence[..., ::s, ::s].reshape(B, T, V, -1)
+    rgb = torch.zeros_like(points) if images is None else images[..., ::s, ::s].flatten(-2).transpose(-1, -2)
+    static = None if static_mask is None else static_mask[..., ::s, ::s].reshape(B, T, V, -1).float()
+    patch = pixel_patch_index(H, W, grid, s, depth.device)
+    sizes = [clip_voxel_size(points[b].flatten(1, 2), valid[b].flatten(1, 2), config.target_voxels,
+                             config.voxel_size_mode) for b in range(B)]
+    per_step = [_scatter_step(features[b, t], patch, points[b, t], valid[b, t], conf[b, t], rgb[b, t],
+                              None if static is None else static[b, t], sizes[b])
+                for b in range(B) for t in range(T)]
+    N = max(1, max(step["ids"].shape[0] for step in per_step))
+    grid_out = {k: pad_stack([step[k] for step in per_step], N, -1 if k == "ids" else 0)
+                for k in per_step[0] if per_step[0][k] is not None}
+    grid_out = {k: v.reshape(B, T, *v.shape[1:]) for k, v in grid_out.items()}
+    for k in ("view_features", "view_weight", "view_count"):  # [B, T, N, V, ...] -> [B, T, V, N, ...]
+        grid_out[k] = grid_out[k].transpose(2, 3)
+    voxel_size = torch.tensor(sizes, dtype=depth.dtype, device=depth.device)
+    return VoxelGrid(tokens=None, features=grid_out["features"], xyz=grid_out["xyz"], centres=grid_out["centres"],
+                     rgb=grid_out["rgb"], ids=grid_out["ids"], valid=grid_out["ids"] >= 0, voxel_size=voxel_size,
+                     view_features=grid_out["view_features"], view_weight=grid_out["view_weight"],
+                     view_count=grid_out["view_count"], static=grid_out.get("static"))
+
+
+def _scatter_step(features: torch.Tensor, patch: torch.Tensor, points: torch.Tensor, valid: torch.Tensor,
                   conf: torch.Tensor, rgb: torch.Tensor, static: torch.Tensor | None, size: float) -> dict:
-        """One (batch, time): features `[V, P, C]`, per pixel `[V, M, ...]` -> per-voxel tensors."""
-        V, P, C = features.shape
-        M = points.shape[1]
-        ids, rows = assign_voxels(points.reshape(-1, 3), valid.reshape(-1), size)
-        keep = rows >= 0
-        n = ids.shape[0]
-        rows = rows[keep]
-        view = torch.arange(V, device=points.device).repeat_interleave(M)[keep]
-        src_patch = (view * P + patch.repeat(V)[keep])
-        w = segment_softmax(conf.reshape(-1)[keep], rows, n)
-        # Features live per patch: add up pixel weights per (voxel, view, patch) pair first, so the
-        # scatter touches each pair once ([pairs, C] instead of [pixels, C]).
-        pairs, pair_of_pixel = torch.unique(rows * (V * P) + src_patch, return_inverse=True)
-        pair_w = w.new_zeros(pairs.shape[0]).index_add(0, pair_of_pixel, w)
-        pair_voxel, pair_patch = pairs // (V * P), pairs % (V * P)
-        pair_feat = features.reshape(V * P, C)[pair_patch]
-        vv = pair_voxel * V + pair_patch // P
-        view_w = w.new_zeros(n * V).index_add(0, rows * V + view, w)
-        view_feat = weighted_scatter(pair_feat, pair_w, vv, n * V) / view_w.clamp_min(1e-12)[:, None]
-        return {
-            "features": weighted_scatter(pair_feat, pair_w, pair_voxel, n),
-            "xyz": weighted_scatter(points.reshape(-1, 3)[keep], w, rows, n),
-            "rgb": weighted_scatter(rgb.reshape(-1, 3)[keep], w, rows, n),
-            "centres": (id_cells(ids).to(points.dtype) + 0.5) * size,
-            "ids": ids,
-            "view_features": view_feat.reshape(n, V, C),
-            "view_weight": view_w.reshape(n, V),
-            "view_count": torch.zeros(n * V, device=points.device).index_add(
-                0, rows * V + view, torch.ones_like(w)).reshape(n, V),
-            "static": None if static is None else weighted_scatter(static.reshape(-1, 1)[keep], w, rows, n)[:, 0],
-        }
+    """One (batch, time): features `[V, P, C]`, per pixel `[V, M, ...]` -> per-voxel tensors."""
+    V, P, C = features.shape
+    M = points.shape[1]
+    ids, rows = assign_voxels(points.reshape(-1, 3), valid.reshape(-1), size)
+    keep = rows >= 0
+    n = ids.shape[0]
+    rows = rows[keep]
+    view = torch.arange(V, device=points.device).repeat_interleave(M)[keep]
+    src_patch = (view * P + patch.repeat(V)[keep])
+    w = segment_softmax(conf.reshape(-1)[keep], rows, n)
+    # Features live per patch: add up pixel weights per (voxel, view, patch) pair first, so the
+    # scatter touches each pair once ([pairs, C] instead of [pixels, C]).
+    pairs, pair_of_pixel = torch.unique(rows * (V * P) + src_patch, return_inverse=True)
+    pair_w = w.new_zeros(pairs.shape[0]).index_add(0, pair_of_pixel, w)
+    pair_voxel, pair_patch = pairs // (V * P), pairs % (V * P)
+    pair_feat = features.reshape(V * P, C)[pair_patch]
+    vv = pair_voxel * V + pair_patch // P
+    view_w = w.new_zeros(n * V).index_add(0, rows * V + view, w)
+    view_feat = weighted_scatter(pair_feat, pair_w, vv, n * V) / view_w.clamp_min(1e-12)[:, None]
+    return {
+        "features": weighted_scatter(pair_feat, pair_w, pair_voxel, n),
+        "xyz": weighted_scatter(points.reshape(-1, 3)[keep], w, rows, n),
+        "rgb": weighted_scatter(rgb.reshape(-1, 3)[keep], w, rows, n),
+        "centres": (id_cells(ids).to(points.dtype) + 0.5) * size,
+        "ids": ids,
+        "view_features": view_feat.reshape(n, V, C),
+        "view_weight": view_w.reshape(n, V),
+        "view_count": torch.zeros(n * V, device=points.device).index_add(
+            0, rows * V + view, torch.ones_like(w)).reshape(n, V),
+        "static": None if static is None else weighted_scatter(static.reshape(-1, 1)[keep], w, rows, n)[:, 0],
+    }

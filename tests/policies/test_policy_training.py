@@ -58,3 +58,15 @@ def test_refuses_to_mix_runs(dataset_root, tmp_path):
 def test_unknown_config_keys_are_rejected():
     with pytest.raises(ValueError, match="unknown training config keys"):
         TrainConfig.from_dict({"dataset_root": "x", "output_dir": "y", "stepz": 3})
+
+
+def test_script_config_reads_exponent_floats_and_nested_overrides(tmp_path):
+    from geovla_helpers import load_script
+
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("dataset_root: d\noutput_dir: o\npolicy:\n  optimizer_lr: 3e-4\n")
+    cfg = load_script("train_policy").load_config(str(config_file), ["steps=7", "policy.scheduler_decay_lr=1e-5",
+                                                                      "policy.tokenizer=word"])
+    assert cfg.steps == 7
+    assert cfg.policy == {"optimizer_lr": 3e-4, "scheduler_decay_lr": 1e-5, "tokenizer": "word"}
+    assert isinstance(cfg.policy["optimizer_lr"], float)

@@ -1,0 +1,87 @@
+"""Voxel spatial tokens: the current frame's pixels, lifted to 3D with depth and cameras, as LLM tokens."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from geometry.aggregator import AggregatorOutput
+from geometry.layers import Mlp
+from geometry.losses import unproject_depth
+from geometry.voxel import VoxelConfig, VoxelGrid, voxelize_pixels
+from vla.backbone.projector import StreamProjector
+
+
+def fourier_features(x: torch.Tensor, frequencies: int) -> torch.Tensor:
+    """``[..., D]`` in about [-1, 1] → ``[..., D * (1 + 2 * frequencies)]``: x, sin and cos of
+    ``pi * 2**k * x`` for k < frequencies."""
+    scales = math.pi * 2.0 ** torch.arange(frequencies, device=x.device, dtype=x.dtype)
+    angles = (x[..., None] * scales).flatten(-2)
+    return torch.cat([x, angles.sin(), angles.cos()], dim=-1)
+
+
+class VoxelSpatialTokens(nn.Module):
+    """Voxel tokens of the current time step (the "voxel tokens" option of the policy spec).
+
+    Every pixel of every present camera at the last time step is back-projected with its depth
+    and camera (OpenCV camera-from-world extrinsics); pixels outside the workspace box are
+    dropped; the rest are scattered into voxels of one size per sample, about ``target_voxels``
+    of them (geometry/voxel). A token is ``proj(patch feature) + MLP(Fourier(xyz)) + MLP(rgb)``:
+    the aggregator's last-layer feature of the pixels' patches (the projection starts at zero),
+    their mean world position (normalised to the workspace box, so a token says where in the
+    workspace it is, in the same frame as the robot state), and their mean colour.
+
+    Output ``[B, N, D_llm]`` with a mask ``[B, N]`` (False on padding), N the largest voxel count
+    of the batch.
+    """
+
+    def __init__(self, aggregator_dim: int, llm_dim: int, target_voxels: int,
+                 workspace: tuple[float, float, float, float, float, float], frequencies: int = 6) -> None:
+        super().__init__()
+        low, high = torch.tensor(workspace[:3]), torch.tensor(workspace[3:])
+        if not bool((high > low).all()):
+            raise ValueError(f"workspace must be (x0, y0, z0, x1, y1, z1) with x1 > x0 etc., got {workspace}")
+        self.register_buffer("low", low, persistent=False)
+        self.register_buffer("high", high, persistent=False)
+        self.voxel_config = VoxelConfig(target_voxels=target_voxels, voxel_size_mode="count")
+        self.frequencies = frequencies
+        self.feature_proj = StreamProjector(aggregator_dim, llm_dim)
+        # A from-scratch aggregator's features are large and carry no scene content yet; starting
+        # their projection at zero keeps position and colour readable until the features learn.
+        nn.init.zeros_(self.feature_proj.net[-1].weight)
+        nn.init.zeros_(self.feature_proj.net[-1].bias)
+        self.xyz_embed = Mlp(3 * (1 + 2 * frequencies), llm_dim, llm_dim)
+        self.rgb_embed = Mlp(3, llm_dim, llm_dim)
+
+    def forward(self, agg: AggregatorOutput, images: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
+                extrinsics: torch.Tensor, camera_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """images ``[B, V, 3, H, W]`` in [0, 1], depth ``[B, V, H, W]`` (metres along the optical
+        axis), intrinsics ``[B, V, 3, 3]``, extrinsics ``[B, V, 3, 4]``, all of the last time
+        step; camera_mask ``[B, V]`` (False: the camera is missing and adds no voxel)."""
+        V = images.shape[1]
+        features = agg.layers[max(agg.layers)][:, -V:, agg.patch_start_idx:]  # the last time step's frames
+        voxels = self.lift(features, agg.grid, images, depth, intrinsics, extrinsics, camera_mask)
+        unit = 2 * (voxels.xyz[:, 0] - self.low) / (self.high - self.low) - 1
+        tokens = (self.feature_proj(voxels.features[:, 0]) + self.xyz_embed(fourier_features(unit, self.frequencies))
+                  + self.rgb_embed(2 * voxels.rgb[:, 0] - 1))
+        valid = voxels.valid[:, 0]
+        return tokens * valid[..., None], valid
+
+    def lift(self, features: torch.Tensor, grid: tuple[int, int], images: torch.Tensor, depth: torch.Tensor,
+             intrinsics: torch.Tensor, extrinsics: torch.Tensor, camera_mask: torch.Tensor) -> VoxelGrid:
+        """The voxels (one time step) of the workspace pixels of the present cameras; features
+        ``[B, V, P, C]`` on the patch ``grid``, the rest as in :meth:`forward`."""
+        B, V = images.shape[:2]
+        points = unproject_depth(depth.flatten(0, 1), intrinsics.flatten(0, 1).to(depth.dtype),
+                                 extrinsics.flatten(0, 1).to(depth.dtype)).unflatten(0, (B, V))
+        inside = ((points >= self.low) & (points <= self.high)).all(-1) & camera_mask[:, :, None, None]
+        empty = ~inside.flatten(1).any(1)
+        if bool(empty.any()):
+            raise ValueError(
+                f"samples {torch.nonzero(empty).flatten().tolist()} have no pixel inside the voxel workspace "
+                f"{self.low.tolist()} .. {self.high.tolist()} (check depth, the cameras and voxel_workspace)"
+            )
+        return voxelize_pixels(features[:, None], grid, depth[:, None], intrinsics[:, None], extrinsics[:, None],
+                               self.voxel_config, pixel_mask=inside[:, None], images=images[:, None])
