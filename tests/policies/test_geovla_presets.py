@@ -53,3 +53,19 @@ def test_preset_composes_on_meta(preset):
     assert expert_low < counts["expert"] < expert_high
     assert total_low < counts["total"] < total_high
     assert counts["total"] > counts["geometry"] + counts["backbone"] + counts["llm"]
+
+
+def test_patch_size_overrides_every_vit_and_must_divide_the_image():
+    from policies.presets import sub_configs
+
+    cameras = {"observation.images.front": PolicyFeature(FeatureType.VISUAL, (3, 32, 32))}
+    features = dict(input_features={**cameras, "observation.state": PolicyFeature(FeatureType.STATE, (4,))},
+                    output_features={"action": PolicyFeature(FeatureType.ACTION, (4,))})
+    config = GeoVLAConfig(device="cpu", push_to_hub=False, image_size=32, patch_size=4, **features)
+    subs = sub_configs(config)
+    assert subs.geometry.patch_size == 4
+    assert subs.backbone.siglip.timm_kwargs["patch_size"] == subs.backbone.dinov2.timm_kwargs["patch_size"] == 4
+    policy = GeoVLAPolicy(config)
+    assert policy.model.backbone.dinov2.vit.patch_embed.grid_size == (8, 8)
+    with pytest.raises(ValueError, match=r"patch_size must divide image_size \(32\), got 5"):
+        GeoVLAConfig(device="cpu", push_to_hub=False, image_size=32, patch_size=5, **features)
