@@ -9,7 +9,6 @@ from torch import nn
 
 from geometry.aggregator import AggregatorOutput
 from geometry.layers import Mlp
-from geometry.losses import unproject_depth
 from geometry.voxel import VoxelConfig, VoxelGrid, voxelize_pixels
 from vla.backbone.projector import StreamProjector
 
@@ -73,15 +72,7 @@ class VoxelSpatialTokens(nn.Module):
              intrinsics: torch.Tensor, extrinsics: torch.Tensor, camera_mask: torch.Tensor) -> VoxelGrid:
         """The voxels (one time step) of the workspace pixels of the present cameras; features
         ``[B, V, P, C]`` on the patch ``grid``, the rest as in :meth:`forward`."""
-        B, V = images.shape[:2]
-        points = unproject_depth(depth.flatten(0, 1), intrinsics.flatten(0, 1).to(depth.dtype),
-                                 extrinsics.flatten(0, 1).to(depth.dtype)).unflatten(0, (B, V))
-        inside = ((points >= self.low) & (points <= self.high)).all(-1) & camera_mask[:, :, None, None]
-        empty = ~inside.flatten(1).any(1)
-        if bool(empty.any()):
-            raise ValueError(
-                f"samples {torch.nonzero(empty).flatten().tolist()} have no pixel inside the voxel workspace "
-                f"{self.low.tolist()} .. {self.high.tolist()} (check depth, the cameras and voxel_workspace)"
-            )
+        pixel_mask = camera_mask[:, None, :, None, None].expand(-1, 1, -1, *depth.shape[-2:])
         return voxelize_pixels(features[:, None], grid, depth[:, None], intrinsics[:, None], extrinsics[:, None],
-                               self.voxel_config, pixel_mask=inside[:, None], images=images[:, None])
+                               self.voxel_config, pixel_mask=pixel_mask, images=images[:, None],
+                               bounds=(self.low, self.high))

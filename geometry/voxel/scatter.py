@@ -41,7 +41,7 @@ def clip_voxel_size(points: torch.Tensor, valid: torch.Tensor, target: int, mode
     Sharing the size over time is what keeps a static point's id fixed.
     """
     if not bool(valid.any()):
-        raise ValueError("voxelization got no valid point (check depth, max_depth and pixel_mask)")
+        raise ValueError("voxelization got no valid point (check depth, the cameras, max_depth, pixel_mask and bounds)")
     pts = points[valid]
     extent = float((pts.max(0).values - pts.min(0).values).max())
     limit = float(pts.abs().max()) / _MAX_CELLS_PER_AXIS

@@ -87,12 +87,14 @@ class VoxelizationModule(nn.Module):
 def voxelize_pixels(features: torch.Tensor, grid: tuple[int, int], depth: torch.Tensor, intrinsics: torch.Tensor,
                     extrinsics: torch.Tensor, config: VoxelConfig, confidence: torch.Tensor | None = None,
                     pixel_mask: torch.Tensor | None = None, images: torch.Tensor | None = None,
-                    static_mask: torch.Tensor | None = None) -> VoxelGrid:
+                    static_mask: torch.Tensor | None = None,
+                    bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> VoxelGrid:
     """Back-project pixels, assign them to voxels of a clip-wide size and scatter (no tokens yet).
 
     features `[B, T, V, P, C_in]` on a `grid` of patches; depth, confidence, pixel_mask, static_mask
     `[B, T, V, H, W]`; intrinsics `[B, T, V, 3, 3]`; extrinsics `[B, T, V, 3, 4]`; images
-    `[B, T, V, 3, H, W]`. Returns a :class:`VoxelGrid` whose `tokens` is None.
+    `[B, T, V, 3, H, W]`; bounds `(low [3], high [3])`: world box outside which points are
+    dropped. Returns a :class:`VoxelGrid` whose `tokens` is None.
     """
     B, T, V, P, C = features.shape
     H, W = depth.shape[-2:]
@@ -115,6 +117,8 @@ def voxelize_pixels(features: torch.Tensor, grid: tuple[int, int], depth: torch.
         valid &= d < config.max_depth
     if pixel_mask is not None:
         valid &= pixel_mask[..., ::s, ::s].reshape(B, T, V, -1).bool()
+    if bounds is not None:
+        valid &= ((points >= bounds[0]) & (points <= bounds[1])).all(-1)
     conf = torch.zeros_like(d) if confidence is None else confidence[..., ::s, ::s].reshape(B, T, V, -1)
     rgb = torch.zeros_like(points) if images is None else images[..., ::s, ::s].flatten(-2).transpose(-1, -2)
     static = None if static_mask is None else static_mask[..., ::s, ::s].reshape(B, T, V, -1).float()
