@@ -8,7 +8,7 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
 from lerobot.optim.optimizers import AdamWConfig
 from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
-from lerobot.utils.constants import ACTION, OBS_STATE
+from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
 
 from vla.tokenizer import TOKENIZERS
 
@@ -52,6 +52,12 @@ class GeoVLAConfig(PreTrainedConfig):
         voxel_target: voxels per sample of the ``voxel`` spatial tokens.
         voxel_workspace: ``(x0, y0, z0, x1, y1, z1)`` box in the world frame of the extrinsics
             (metres); pixels outside it are dropped. The default is the built-in tabletop's.
+        voxel_origin: where the ``voxel`` tokens' positions are measured from. None: the
+            workspace box (absolute world positions). A camera name (``wrist`` or
+            ``observation.images.wrist``): that camera's optical centre at the current step, in
+            world axes. On a camera that rides on the gripper a token then says where a surface
+            is relative to the gripper, which is the direction a reaching action takes, and
+            stays true past the target. The camera must be present in every observation.
         geometry_loss_weight: weight of the geometry losses (camera, depth) added to the flow
             matching loss when a batch carries depth and camera ground truth; 0 skips the heads.
         use_state: give the expert a state token.
@@ -84,6 +90,7 @@ class GeoVLAConfig(PreTrainedConfig):
     spatial_pool: int = 2
     voxel_target: int = 256
     voxel_workspace: tuple[float, float, float, float, float, float] = (-0.3, -0.3, -0.02, 0.3, 0.3, 0.3)
+    voxel_origin: str | None = None
     geometry_loss_weight: float = 0.1
     use_state: bool = True
     max_state_dim: int = 8
@@ -137,6 +144,8 @@ class GeoVLAConfig(PreTrainedConfig):
             raise ValueError(f"spatial_tokens must be one of {SPATIAL_TOKENS}, got {self.spatial_tokens!r}")
         if self.spatial_tokens == "voxel" and not self.use_geometry:
             raise ValueError("spatial_tokens='voxel' needs use_geometry=True (voxel features come from the aggregator)")
+        if self.voxel_origin is not None and self.spatial_tokens != "voxel":
+            raise ValueError(f"voxel_origin={self.voxel_origin!r} needs spatial_tokens='voxel'")
         self.voxel_workspace = tuple(float(v) for v in self.voxel_workspace)
         low, high = self.voxel_workspace[:3], self.voxel_workspace[3:]
         if len(self.voxel_workspace) != 6 or any(h <= l for l, h in zip(low, high)):
@@ -203,6 +212,19 @@ class GeoVLAConfig(PreTrainedConfig):
         for key, ft in self.image_features.items():
             if ft.type is not FeatureType.VISUAL or len(ft.shape) != 3 or ft.shape[0] != 3:
                 raise ValueError(f"camera feature {key!r} must be VISUAL with shape (3, H, W), got {ft.shape}")
+        if self.voxel_origin is not None:
+            self._camera_index(self.voxel_origin)
+
+    @property
+    def voxel_origin_index(self) -> int | None:
+        """Index in :attr:`camera_keys` of the ``voxel_origin`` camera (None: world positions)."""
+        return None if self.voxel_origin is None else self._camera_index(self.voxel_origin)
+
+    def _camera_index(self, camera: str) -> int:
+        names = [key.removeprefix(f"{OBS_IMAGES}.") for key in self.camera_keys]
+        if camera.removeprefix(f"{OBS_IMAGES}.") not in names:
+            raise ValueError(f"voxel_origin {camera!r} is not one of the cameras {names}")
+        return names.index(camera.removeprefix(f"{OBS_IMAGES}."))
 
     @property
     def needs_depth(self) -> bool:

@@ -45,7 +45,7 @@ class GeoVLAModel(nn.Module):
         self.spatial = self.voxels = None
         if self.geometry is not None and config.spatial_tokens == "voxel":
             self.voxels = VoxelSpatialTokens(2 * subs.geometry.embed_dim, llm_dim, config.voxel_target,
-                                             config.voxel_workspace)
+                                             config.voxel_workspace, origin_camera=config.voxel_origin_index)
         elif self.geometry is not None:
             self.spatial = SpatialTokens(2 * subs.geometry.embed_dim, llm_dim, config.spatial_pool)
         self.num_visual_tokens = len(config.camera_keys) * subs.backbone.num_agg_tokens

@@ -29,15 +29,19 @@ class VoxelSpatialTokens(nn.Module):
     dropped; the rest are scattered into voxels of one size per sample, about ``target_voxels``
     of them (geometry/voxel). A token is ``proj(patch feature) + MLP(Fourier(xyz)) + MLP(rgb)``:
     the aggregator's last-layer feature of the pixels' patches (the projection starts at zero),
-    their mean world position (normalised to the workspace box, so a token says where in the
-    workspace it is, in the same frame as the robot state), and their mean colour.
+    their mean position, and their mean colour. The position is the world position normalised
+    to the workspace box (``origin_camera=None``: a token says where in the workspace it is, in
+    the frame of the robot state), or the offset from the optical centre of camera
+    ``origin_camera`` in world axes, scaled like the box (on a gripper camera: where a surface is
+    relative to the gripper).
 
     Output ``[B, N, D_llm]`` with a mask ``[B, N]`` (False on padding), N the largest voxel count
     of the batch.
     """
 
     def __init__(self, aggregator_dim: int, llm_dim: int, target_voxels: int,
-                 workspace: tuple[float, float, float, float, float, float], frequencies: int = 6) -> None:
+                 workspace: tuple[float, float, float, float, float, float], frequencies: int = 6,
+                 origin_camera: int | None = None) -> None:
         super().__init__()
         low, high = torch.tensor(workspace[:3]), torch.tensor(workspace[3:])
         if not bool((high > low).all()):
@@ -46,6 +50,7 @@ class VoxelSpatialTokens(nn.Module):
         self.register_buffer("high", high, persistent=False)
         self.voxel_config = VoxelConfig(target_voxels=target_voxels, voxel_size_mode="count")
         self.frequencies = frequencies
+        self.origin_camera = origin_camera
         self.feature_proj = StreamProjector(aggregator_dim, llm_dim)
         # A from-scratch aggregator's features are large and carry no scene content yet; starting
         # their projection at zero keeps position and colour readable until the features learn.
@@ -60,13 +65,26 @@ class VoxelSpatialTokens(nn.Module):
         axis), intrinsics ``[B, V, 3, 3]``, extrinsics ``[B, V, 3, 4]``, all of the last time
         step; camera_mask ``[B, V]`` (False: the camera is missing and adds no voxel)."""
         V = images.shape[1]
+        if self.origin_camera is not None and not bool(camera_mask[:, self.origin_camera].all()):
+            missing = torch.nonzero(~camera_mask[:, self.origin_camera]).flatten().tolist()
+            raise ValueError(f"the voxel origin camera (index {self.origin_camera}) is missing in samples {missing}")
         features = agg.layers[max(agg.layers)][:, -V:, agg.patch_start_idx:]  # the last time step's frames
         voxels = self.lift(features, agg.grid, images, depth, intrinsics, extrinsics, camera_mask)
-        unit = 2 * (voxels.xyz[:, 0] - self.low) / (self.high - self.low) - 1
+        unit = self.positions(voxels.xyz[:, 0], extrinsics)
         tokens = (self.feature_proj(voxels.features[:, 0]) + self.xyz_embed(fourier_features(unit, self.frequencies))
                   + self.rgb_embed(2 * voxels.rgb[:, 0] - 1))
         valid = voxels.valid[:, 0]
         return tokens * valid[..., None], valid
+
+    def positions(self, xyz: torch.Tensor, extrinsics: torch.Tensor) -> torch.Tensor:
+        """World points ``[B, N, 3]`` → the token positions ``[B, N, 3]`` (about [-1, 1] in the
+        box; offsets from the origin camera span up to [-2, 2]); extrinsics ``[B, V, 3, 4]``."""
+        extent = self.high - self.low
+        if self.origin_camera is None:
+            return 2 * (xyz - self.low) / extent - 1
+        rotation, translation = extrinsics[:, self.origin_camera, :, :3], extrinsics[:, self.origin_camera, :, 3]
+        centre = -(rotation.transpose(-1, -2) @ translation[..., None]).squeeze(-1)  # camera centre in the world
+        return 2 * (xyz - centre[:, None]) / extent
 
     def lift(self, features: torch.Tensor, grid: tuple[int, int], images: torch.Tensor, depth: torch.Tensor,
              intrinsics: torch.Tensor, extrinsics: torch.Tensor, camera_mask: torch.Tensor) -> VoxelGrid:

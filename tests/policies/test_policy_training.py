@@ -1,6 +1,8 @@
 import json
+from pathlib import Path
 
 import pytest
+import torch
 
 from policies.modeling_geovla import GeoVLAPolicy
 from policies.training import StepBatchSampler, TrainConfig, latest_checkpoint, train
@@ -70,3 +72,19 @@ def test_script_config_reads_exponent_floats_and_nested_overrides(tmp_path):
     assert cfg.steps == 7
     assert cfg.policy == {"optimizer_lr": 3e-4, "scheduler_decay_lr": 1e-5, "tokenizer": "word"}
     assert isinstance(cfg.policy["optimizer_lr"], float)
+
+
+def test_the_demo_config_trains_voxel_tokens_on_raw_state_and_actions(dataset_root, raw_batch, tmp_path):
+    from geovla_helpers import load_script
+
+    demo_config = Path(__file__).parents[2] / "configs" / "demo_reach_tiny.yaml"
+    cfg = load_script("train_policy").load_config(
+        str(demo_config), [f"dataset_root={dataset_root}", f"output_dir={tmp_path / 'demo'}", "steps=2",
+                           "batch_size=4", "save_every=2"])
+    policy = GeoVLAPolicy.from_pretrained(train(cfg, progress=False)["final_dir"])
+    assert (policy.config.spatial_tokens, policy.config.prefix_causal, policy.config.n_obs_steps) == ("voxel", False, 1)
+    pre, post = policy.processors
+    processed = pre({k: v.clone() if hasattr(v, "clone") else v for k, v in raw_batch.items()})
+    torch.testing.assert_close(processed["observation.state"], raw_batch["observation.state"])
+    torch.testing.assert_close(processed["action"], raw_batch["action"])
+    torch.testing.assert_close(post(processed["action"]), raw_batch["action"])

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from geovla_helpers import CAMERAS, make_policy
+from geovla_helpers import CAMERAS, make_config, make_policy
 
 import envs
 from geometry.aggregator import AggregatorOutput
@@ -103,6 +103,30 @@ def test_no_pixel_in_the_workspace_is_a_clear_error(scene):
         VoxelSpatialTokens(32, 16, target_voxels=64, workspace=(0.0, 0.0, 0.0, 1.0, -1.0, 1.0))
 
 
+def test_positions_from_an_origin_camera_are_offsets_from_its_optical_centre(scene):
+    inputs, _ = scene
+    env = gym.make(envs.TABLETOP_ID, task="reach", image_size=32)
+    env.reset(seed=3)
+    base = env.unwrapped
+    wrist_centre = torch.from_numpy(base.data.cam_xpos[base.model.camera("wrist").id].copy()).float()
+    env.close()
+    from_wrist = VoxelSpatialTokens(32, 16, target_voxels=64, workspace=WORKSPACE, origin_camera=CAMERAS.index("wrist"))
+    offset = torch.tensor([0.3, -0.15, 0.08])
+    points = torch.stack([wrist_centre, wrist_centre + offset])[None]
+    extent = torch.tensor(WORKSPACE[3:]) - torch.tensor(WORKSPACE[:3])
+    positions = from_wrist.positions(points, inputs["extrinsics"])
+    torch.testing.assert_close(positions[0, 0], torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(positions[0, 1], 2 * offset / extent, atol=1e-5, rtol=1e-5)
+
+    in_the_world = VoxelSpatialTokens(32, 16, target_voxels=64, workspace=WORKSPACE)
+    corners = torch.tensor([WORKSPACE[:3], WORKSPACE[3:]])[None]
+    torch.testing.assert_close(in_the_world.positions(corners, inputs["extrinsics"])[0],
+                               torch.tensor([[-1.0, -1.0, -1.0], [1.0, 1.0, 1.0]]))
+
+    with pytest.raises(ValueError, match=r"voxel origin camera \(index 3\) is missing in samples \[0\]"):
+        _tokens(from_wrist, inputs, camera_mask=torch.tensor([[True, True, True, False]]))
+
+
 # ------------------------------------------------------------------------ the policy with voxel tokens
 @pytest.fixture(scope="module")
 def voxel_policy(dataset_meta) -> GeoVLAPolicy:
@@ -160,6 +184,27 @@ def test_voxel_policy_survives_save_and_load(voxel_policy, scene, tmp_path):
     assert loaded.config.spatial_tokens == "voxel" and loaded.config.voxel_workspace == voxel_policy.config.voxel_workspace
     loaded.reset()
     np.testing.assert_allclose(loaded.predict_action(observation, noise=noise), before, rtol=1e-5, atol=1e-6)
+
+
+def test_voxel_origin_names_a_camera_and_is_saved(dataset_meta, scene, tmp_path):
+    inputs, _ = scene
+    policy = make_policy(dataset_meta, spatial_tokens="voxel", voxel_target=64, voxel_origin="observation.images.wrist")
+    assert policy.model.voxels.origin_camera == CAMERAS.index("wrist")
+    observation = _robot_observation(inputs)
+    noise = torch.randn(1, 10, policy.config.max_action_dim, generator=torch.Generator().manual_seed(2))
+    policy.reset()
+    before = policy.predict_action(observation, noise=noise)
+    policy.save_pretrained(tmp_path)
+    loaded = GeoVLAPolicy.from_pretrained(tmp_path)
+    assert loaded.config.voxel_origin == "observation.images.wrist" and loaded.model.voxels.origin_camera == 3
+    loaded.reset()
+    np.testing.assert_allclose(loaded.predict_action(observation, noise=noise), before, rtol=1e-5, atol=1e-6)
+
+    assert make_config(dataset_meta, spatial_tokens="voxel", voxel_origin="wrist").voxel_origin_index == 3
+    with pytest.raises(ValueError, match=r"voxel_origin 'gripper' is not one of the cameras \['front', 'left'"):
+        make_config(dataset_meta, spatial_tokens="voxel", voxel_origin="gripper").validate_features()
+    with pytest.raises(ValueError, match="voxel_origin='wrist' needs spatial_tokens='voxel'"):
+        make_config(dataset_meta, voxel_origin="wrist")
 
 
 def test_rollouts_give_a_voxel_policy_depth_and_cameras(voxel_policy):
