@@ -173,32 +173,29 @@ def test_voxel_policy_reads_depth_and_validates_it(voxel_policy, scene):
         voxel_policy.predict_action(nan_depth)
 
 
-def test_voxel_policy_survives_save_and_load(voxel_policy, scene, tmp_path):
-    inputs, _ = scene
-    observation = _robot_observation(inputs)
-    noise = torch.randn(1, 10, voxel_policy.config.max_action_dim, generator=torch.Generator().manual_seed(1))
-    voxel_policy.reset()
-    before = voxel_policy.predict_action(observation, noise=noise)
-    voxel_policy.save_pretrained(tmp_path)
-    loaded = GeoVLAPolicy.from_pretrained(tmp_path)
-    assert loaded.config.spatial_tokens == "voxel" and loaded.config.voxel_workspace == voxel_policy.config.voxel_workspace
+def _saved_and_loaded(policy: GeoVLAPolicy, scene_inputs, directory) -> GeoVLAPolicy:
+    """``policy`` saved and loaded again; the loaded one gives the same actions for the same noise."""
+    observation = _robot_observation(scene_inputs)
+    noise = torch.randn(1, 10, policy.config.max_action_dim, generator=torch.Generator().manual_seed(1))
+    policy.reset()
+    before = policy.predict_action(observation, noise=noise)
+    policy.save_pretrained(directory)
+    loaded = GeoVLAPolicy.from_pretrained(directory)
     loaded.reset()
     np.testing.assert_allclose(loaded.predict_action(observation, noise=noise), before, rtol=1e-5, atol=1e-6)
+    return loaded
+
+
+def test_voxel_policy_survives_save_and_load(voxel_policy, scene, tmp_path):
+    loaded = _saved_and_loaded(voxel_policy, scene[0], tmp_path)
+    assert loaded.config.spatial_tokens == "voxel" and loaded.config.voxel_workspace == voxel_policy.config.voxel_workspace
 
 
 def test_voxel_origin_names_a_camera_and_is_saved(dataset_meta, scene, tmp_path):
-    inputs, _ = scene
     policy = make_policy(dataset_meta, spatial_tokens="voxel", voxel_target=64, voxel_origin="observation.images.wrist")
     assert policy.model.voxels.origin_camera == CAMERAS.index("wrist")
-    observation = _robot_observation(inputs)
-    noise = torch.randn(1, 10, policy.config.max_action_dim, generator=torch.Generator().manual_seed(2))
-    policy.reset()
-    before = policy.predict_action(observation, noise=noise)
-    policy.save_pretrained(tmp_path)
-    loaded = GeoVLAPolicy.from_pretrained(tmp_path)
+    loaded = _saved_and_loaded(policy, scene[0], tmp_path)
     assert loaded.config.voxel_origin == "observation.images.wrist" and loaded.model.voxels.origin_camera == 3
-    loaded.reset()
-    np.testing.assert_allclose(loaded.predict_action(observation, noise=noise), before, rtol=1e-5, atol=1e-6)
 
     assert make_config(dataset_meta, spatial_tokens="voxel", voxel_origin="wrist").voxel_origin_index == 3
     with pytest.raises(ValueError, match=r"voxel_origin 'gripper' is not one of the cameras \['front', 'left'"):
