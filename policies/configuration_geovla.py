@@ -222,9 +222,10 @@ class GeoVLAConfig(PreTrainedConfig):
 
     def _camera_index(self, camera: str) -> int:
         names = [key.removeprefix(f"{OBS_IMAGES}.") for key in self.camera_keys]
-        if camera.removeprefix(f"{OBS_IMAGES}.") not in names:
+        name = camera.removeprefix(f"{OBS_IMAGES}.")
+        if name not in names:
             raise ValueError(f"voxel_origin {camera!r} is not one of the cameras {names}")
-        return names.index(camera.removeprefix(f"{OBS_IMAGES}."))
+        return names.index(name)
 
     @property
     def needs_depth(self) -> bool:
