@@ -54,12 +54,19 @@ class GeoVLAModel(nn.Module):
     def tokenizer(self):
         return self.action_model.tokenizer
 
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' dtype (``model.to(torch.bfloat16)`` for bfloat16 inference); float inputs are
+        cast to it, while depth, cameras and the flow integration stay in float32."""
+        return self.action_model.action_in_proj.weight.dtype
+
     def embed_prefix(
         self, images: Tensor, camera_mask: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
         scene: dict[str, Tensor] | None = None,
     ) -> tuple[Prefix, object | None]:
         """The LLM prefix ``[visual | spatial | instruction]`` and the aggregator output (or None)."""
         B, T, V = images.shape[:3]
+        images = images.to(self.dtype)
         embeddings = self.action_model.fusion.llm.get_input_embeddings()
         language = mean_instruction_embedding(embeddings(instruction_ids), instruction_mask)
         current = images[:, -1]  # [B, V, 3, H, W]

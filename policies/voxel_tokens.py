@@ -35,6 +35,9 @@ class VoxelSpatialTokens(nn.Module):
     ``origin_camera`` in world axes, scaled like the box (on a gripper camera: where a surface is
     relative to the gripper).
 
+    The voxelization and positions are computed in float32 whatever the weights' dtype; the
+    three embeddings run in the weights' dtype (bfloat16 inference).
+
     Output ``[B, N, D_llm]`` with a mask ``[B, N]`` (False on padding), N the largest voxel count
     of the batch.
     """
@@ -43,11 +46,9 @@ class VoxelSpatialTokens(nn.Module):
                  workspace: tuple[float, float, float, float, float, float], frequencies: int = 6,
                  origin_camera: int | None = None) -> None:
         super().__init__()
-        low, high = torch.tensor(workspace[:3]), torch.tensor(workspace[3:])
-        if not bool((high > low).all()):
+        if len(workspace) != 6 or any(h <= l for l, h in zip(workspace[:3], workspace[3:])):
             raise ValueError(f"workspace must be (x0, y0, z0, x1, y1, z1) with x1 > x0 etc., got {workspace}")
-        self.register_buffer("low", low, persistent=False)
-        self.register_buffer("high", high, persistent=False)
+        self.workspace = tuple(float(v) for v in workspace)  # not a buffer: it stays float32 under .to(dtype)
         self.voxel_config = VoxelConfig(target_voxels=target_voxels, voxel_size_mode="count")
         self.frequencies = frequencies
         self.origin_camera = origin_camera
@@ -69,22 +70,31 @@ class VoxelSpatialTokens(nn.Module):
             missing = torch.nonzero(~camera_mask[:, self.origin_camera]).flatten().tolist()
             raise ValueError(f"the voxel origin camera (index {self.origin_camera}) is missing in samples {missing}")
         features = agg.layers[max(agg.layers)][:, -V:, agg.patch_start_idx:]  # the last time step's frames
-        voxels = self.lift(features, agg.grid, images, depth, intrinsics, extrinsics, camera_mask)
-        unit = self.positions(voxels.xyz[:, 0], extrinsics)
-        tokens = (self.feature_proj(voxels.features[:, 0]) + self.xyz_embed(fourier_features(unit, self.frequencies))
-                  + self.rgb_embed(2 * voxels.rgb[:, 0] - 1))
+        voxels = self.lift(features.float(), agg.grid, images.float(), depth.float(), intrinsics.float(),
+                           extrinsics.float(), camera_mask)
+        unit = self.positions(voxels.xyz[:, 0], extrinsics.float())
+        dtype = self.rgb_embed.fc1.weight.dtype
+        tokens = (self.feature_proj(voxels.features[:, 0].to(dtype))
+                  + self.xyz_embed(fourier_features(unit, self.frequencies).to(dtype))
+                  + self.rgb_embed((2 * voxels.rgb[:, 0] - 1).to(dtype)))
         valid = voxels.valid[:, 0]
         return tokens * valid[..., None], valid
 
     def positions(self, xyz: torch.Tensor, extrinsics: torch.Tensor) -> torch.Tensor:
         """World points ``[B, N, 3]`` → the token positions ``[B, N, 3]`` (about [-1, 1] in the
         box; offsets from the origin camera span up to [-2, 2]); extrinsics ``[B, V, 3, 4]``."""
-        extent = self.high - self.low
+        low, high = self.bounds(xyz.device)
+        extent = high - low
         if self.origin_camera is None:
-            return 2 * (xyz - self.low) / extent - 1
+            return 2 * (xyz - low) / extent - 1
         rotation, translation = extrinsics[:, self.origin_camera, :, :3], extrinsics[:, self.origin_camera, :, 3]
         centre = -(rotation.transpose(-1, -2) @ translation[..., None]).squeeze(-1)  # camera centre in the world
         return 2 * (xyz - centre[:, None]) / extent
+
+    def bounds(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The workspace's low and high corners ``[3]`` (float32)."""
+        corners = torch.tensor(self.workspace, device=device)
+        return corners[:3], corners[3:]
 
     def lift(self, features: torch.Tensor, grid: tuple[int, int], images: torch.Tensor, depth: torch.Tensor,
              intrinsics: torch.Tensor, extrinsics: torch.Tensor, camera_mask: torch.Tensor) -> VoxelGrid:
@@ -93,4 +103,4 @@ class VoxelSpatialTokens(nn.Module):
         pixel_mask = camera_mask[:, None, :, None, None].expand(-1, 1, -1, *depth.shape[-2:])
         return voxelize_pixels(features[:, None], grid, depth[:, None], intrinsics[:, None], extrinsics[:, None],
                                self.voxel_config, pixel_mask=pixel_mask, images=images[:, None],
-                               bounds=(self.low, self.high))
+                               bounds=self.bounds(depth.device))

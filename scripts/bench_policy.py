@@ -9,6 +9,12 @@ call's compute, less disturbed by other processes sharing the cores). The breakd
 the parts (medians, milliseconds): ``geometry`` (aggregator + spatial tokens), ``backbone`` (the
 FiLM ViTs), ``prefix`` (the LLM pass that fills the prefix KV cache), ``denoising`` (the flow
 loop, i.e. sampling minus the prefix pass) and ``other`` (pre/post-processing, prefix assembly).
+``kernels_ms`` splits the mean self time of ``--breakdown-calls`` profiled calls by op kind
+(``torch.profiler``; CPU time, so on CUDA it is the host's side): ``attention`` (the SDPA
+kernels), ``matmul`` (matrix products and convolutions) and ``other`` (every other aten op; the
+kernels ``--compile`` generates are not aten ops and are left out). Attention
+and matmul are the arithmetic the model asks for; at this precision and thread count a call
+cannot take less than their sum however little else it does.
 Peak memory is the process's peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 ``chunk`` is the action chunk of a reset policy for fixed noise, to compare code versions.
 
@@ -27,7 +33,6 @@ processes), and the largest difference between the two sides' chunks.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -37,7 +42,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +70,7 @@ def add_model_arguments(p: argparse.ArgumentParser, dtype_help: str) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p, "bfloat16 runs predict_action under torch.autocast (weights stay float32)")
+    add_model_arguments(p, "bfloat16 casts the weights (policy.to(torch.bfloat16)); actions stay float32")
     p.add_argument("--compile", action="store_true", help="torch.compile the hot paths (vla.compile)")
     p.add_argument("--compile-mode", default=None, choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile mode with --compile (reduce-overhead: CUDA graphs on a GPU)")
@@ -179,6 +184,33 @@ class PartTimers:
         return {k: v * 1e3 for k, v in parts.items()}
 
 
+# The kernels, not their dispatching wrappers (aten::scaled_dot_product_attention, aten::linear, ...).
+ATTENTION_PREFIXES = ("aten::_scaled_dot_product", "aten::_flash_attention", "aten::_efficient_attention")
+MATMUL_OPS = ("aten::addmm", "aten::mm", "aten::bmm", "aten::baddbmm", "aten::addbmm",
+              "aten::mkldnn_convolution", "aten::cudnn_convolution")
+
+
+def op_kind(name: str) -> str:
+    """``attention``, ``matmul`` or ``other`` for a profiler event name such as ``aten::addmm``."""
+    if name.startswith(ATTENTION_PREFIXES):
+        return "attention"
+    return "matmul" if name in MATMUL_OPS else "other"
+
+
+def kernel_times(call: Callable[[], Any], calls: int) -> dict[str, float]:
+    """Mean self time per call in ms of each ``op_kind`` over ``calls`` profiled calls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            call()
+    totals: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        if event.key.startswith("aten::"):  # self times of ops add up without double counting
+            totals[op_kind(event.key)] += event.self_cpu_time_total
+    return {kind: round(totals[kind] / calls / 1e3, 3) for kind in ("attention", "matmul", "other")}
+
+
 def peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -201,35 +233,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     device = select_device(args.device, args.threads)
     policy = build_policy(args.preset, args.image_size, args.device, args.n_obs_steps, args.flow_steps, args.seed)
+    policy.to(getattr(torch, args.dtype))
     if args.compile:
         from vla.compile import compile_hot_paths
 
         compile_hot_paths(policy.model, mode=args.compile_mode)
     size = policy.config.image_size
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16"
-                else contextlib.nullcontext())
     obs = observations(size, 8, args.seed)
     stream: Iterator[dict[str, Any]] = (obs[i % len(obs)] for i in range(10**9))
 
     def call() -> tuple[float, float]:
         """(wall, CPU) seconds of one call."""
         start, cpu = time.perf_counter(), time.process_time()
-        with autocast:
-            policy.predict_action(next(stream))
+        policy.predict_action(next(stream))
         synchronize(device)
         return time.perf_counter() - start, time.process_time() - cpu
 
     generator = torch.Generator().manual_seed(args.seed)
     noise = torch.randn(1, policy.config.chunk_size, policy.config.max_action_dim, generator=generator).to(device)
     policy.reset()
-    with autocast:
-        chunk = policy.predict_action(obs[0], noise=noise)
+    chunk = policy.predict_action(obs[0], noise=noise)
 
     for _ in range(args.warmup):
         call()
     latencies, cpu_times = (np.array(t) * 1e3 for t in zip(*(call() for _ in range(args.calls))))
     timers = PartTimers(policy, device)
     parts = [timers.take(call()[0]) for _ in range(args.breakdown_calls)]
+    kernels = kernel_times(call, args.breakdown_calls)
     return {
         "preset": args.preset,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -249,6 +279,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_median": round(float(np.median(cpu_times)), 3),
         },
         "breakdown_ms": {k: round(statistics.median(p[k] for p in parts), 3) for k in PARTS},
+        "kernels_ms": kernels,
         "peak_memory_mb": round(peak_memory_mb(device), 1),
         "params": sum(p.numel() for p in policy.parameters()),
         "chunk": np.asarray(chunk).round(6).tolist(),

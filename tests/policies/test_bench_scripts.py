@@ -20,9 +20,21 @@ def test_bench_policy_reports_latency_breakdown_and_memory(tmp_path):
     parts = report["breakdown_ms"]
     assert set(parts) == {"geometry", "backbone", "prefix", "denoising", "other"}
     assert all(parts[k] > 0 for k in ("geometry", "backbone", "prefix", "denoising"))
+    kernels = report["kernels_ms"]
+    assert set(kernels) == {"attention", "matmul", "other"} and kernels["attention"] > 0 and kernels["matmul"] > 0
+    assert kernels["attention"] + kernels["matmul"] < latency["median"]
     assert report["peak_memory_mb"] > 0
     assert len(report["chunk"]) == 10 and len(report["chunk"][0]) == 4
     assert Path(report["source"]) == SCRIPTS.parent
+
+
+def test_bench_policy_sorts_kernels_from_their_wrappers():
+    op_kind = load_script("bench_policy").op_kind
+    assert op_kind("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
+    assert op_kind("aten::_scaled_dot_product_efficient_attention") == "attention"
+    assert op_kind("aten::addmm") == op_kind("aten::mkldnn_convolution") == "matmul"
+    assert op_kind("aten::scaled_dot_product_attention") == op_kind("aten::linear") == "other"
+    assert op_kind("aten::gelu") == "other"
 
 
 def test_bench_train_reports_throughput_memory_and_flops():

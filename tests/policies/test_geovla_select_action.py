@@ -74,3 +74,19 @@ def test_history_holds_previous_and_current_frame(dataset_meta, batch):
     policy.select_action(frames[3])
     assert torch.equal(recorder.images[-1][:, 0], image(frames[3]))
     assert torch.equal(recorder.images[-1][:, 1], image(frames[3]))
+
+
+def test_a_policy_left_in_training_mode_predicts_in_eval_mode(dataset_meta, batch):
+    policy, recorder = _policy(dataset_meta)
+    modes: list[bool] = []
+    recording = policy.model.sample_actions
+
+    def sample(*args: Any, **kwargs: Any) -> Tensor:
+        modes.append(any(m.training for m in policy.modules()))
+        return recording(*args, **kwargs)
+
+    policy.model.sample_actions = sample
+    policy.train()
+    policy.predict_action_chunk(_frame(batch, 0))
+    policy.predict_action_chunk(_frame(batch, 0))  # already in eval mode: nothing to switch
+    assert modes == [False, False] and not policy.training
