@@ -90,19 +90,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def build_policy(preset: str, image_size: int | None, device: str, n_obs_steps: int, flow_steps: int,
-                 seed: int, lora_rank: int = 0) -> Any:
-    """A random-weight ``GeoVLAPolicy`` (eval mode) with 3 cameras, 4-d state and action, and
-    processors attached; ``lora_rank`` > 0 adds peft LoRA to the LLM and expert."""
+                 seed: int, lora_rank: int = 0, chunk_size: int | None = None,
+                 cameras: tuple[str, ...] = CAMERAS) -> Any:
+    """A random-weight ``GeoVLAPolicy`` (eval mode) with ``cameras``, 4-d state and action, and
+    processors attached; ``lora_rank`` > 0 adds peft LoRA to the LLM and expert; ``chunk_size``
+    None keeps the config's default."""
     from policies.configuration_geovla import GeoVLAConfig
     from policies.modeling_geovla import GeoVLAPolicy
     from policies.processor_geovla import make_geovla_pre_post_processors
 
     size = image_size or (64 if preset == "tiny" else 224)
-    inputs = {f"observation.images.{cam}": PolicyFeature(FeatureType.VISUAL, (3, size, size)) for cam in CAMERAS}
+    inputs = {f"observation.images.{cam}": PolicyFeature(FeatureType.VISUAL, (3, size, size)) for cam in cameras}
     inputs[OBS_STATE] = PolicyFeature(FeatureType.STATE, (STATE_DIM,))
     config = GeoVLAConfig(
         preset=preset, image_size=size, device=device, push_to_hub=False, n_obs_steps=n_obs_steps,
         num_flow_steps=flow_steps, lora_rank=lora_rank, input_features=inputs,
+        **({} if chunk_size is None else {"chunk_size": chunk_size}),
         output_features={ACTION: PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))},
     )
     stats = {

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import pytest
 
 from geovla_helpers import SCRIPTS, load_script
 
@@ -46,3 +49,34 @@ def test_bench_train_reports_throughput_memory_and_flops():
     assert report["trainable_params"] < report["params"]  # LoRA freezes the LLM and expert bases
     assert "geometry_loss" in report["losses"] and "flow_matching_loss" in report["losses"]
     assert "mfu" not in report  # MFU is for a GPU in bfloat16 only
+
+
+def test_bench_anchors_times_smolvla_and_geovla_side_by_side(tmp_path, capsys):
+    """LeRobot's smolvla on a small VLM directory written like the 500M one, next to geovla tiny
+    (pi0 has no size small enough for a test)."""
+    script = load_script("bench_anchors")
+    shape = {"text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+                      "num_key_value_heads": 2, "vocab_size": 1024},
+             "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                        "patch_size": 16, "image_size": 64},
+             "scale_factor": 2}
+    vlm = script.write_smolvlm_dir(tmp_path / "vlm", shape)
+    report = script.main(["--policies", "smolvla", "geovla-tiny", "--image-size", "64", "--chunk-size", "10",
+                          "--calls", "2", "--warmup", "1", "--threads", "1", "--smolvla-vlm", str(vlm)])
+    assert json.loads(capsys.readouterr().out) == report  # LeRobot's prints go to stderr
+    assert set(report["policies"]) == {"smolvla", "geovla-tiny"} and report["chunk_size"] == 10
+    for result in report["policies"].values():
+        assert 0 < result["min_ms"] <= result["median_ms"] <= result["p95_ms"] and result["params"] > 0
+    assert "speedup_vs_pi0" not in report["policies"]["smolvla"]  # no pi0 in this run
+
+
+def test_bench_anchors_reports_why_pi0_is_unavailable_and_times_the_rest():
+    script = load_script("bench_anchors")
+    reason = script.pi0_unavailable()
+    if reason is None:
+        pytest.skip("the openpi-patched transformers is installed: pi0 builds here")
+    report = script.main(["--policies", "pi0", "geovla-tiny", "--image-size", "64", "--chunk-size", "10",
+                          "--calls", "2", "--warmup", "1", "--threads", "1"])
+    assert report["policies"]["pi0"] == {"unavailable": reason} and "lerobot[pi]" in reason
+    assert report["policies"]["geovla-tiny"]["median_ms"] > 0
+    assert "speedup_vs_pi0" not in report["policies"]["geovla-tiny"]

@@ -1,0 +1,264 @@
+"""Side by side in one run: LeRobot's ``pi0`` and ``smolvla`` policy classes against geovla.
+
+Prints one JSON object. Every policy is built from its config with random weights (nothing is
+downloaded), gets the same cameras (3 by default, ``--image-size`` square frames in [0, 1]), a
+4-d state and the same chunk size (50) and flow steps (10), batch 1, and is timed on
+``predict_action_chunk`` of an already preprocessed batch (token ids fed directly, no
+tokenizer): median, p95 and fastest of ``--calls`` calls after ``--warmup``, peak memory, and
+parameter count. Each one resizes the frames as it does on a robot (pi0 pads to 224 px, smolvla
+to its VLM's 512 px); geovla keeps its ``--n-obs-steps`` history (2: the previous and current
+frames) and pads nothing. ``speedup_vs_pi0`` is pi0's median over each policy's median.
+
+LeRobot's pi0 runs on a patched transformers that its ``lerobot[pi]`` extra installs from git;
+where that is missing (PyPI's transformers, as in this project's environment) pi0 is reported as
+``{"unavailable": reason}`` and the others are still timed.
+
+Precision with ``--dtype bfloat16``, as each stack is deployed: pi0 with ``dtype="bfloat16"``
+(its own mix: norms and the patch embedding stay float32), smolvla with its VLM and expert in
+bfloat16 (its projections stay float32, as when it loads its checkpoint), geovla with
+``policy.to(torch.bfloat16)``.
+
+SmolVLA builds its VLM from a model directory; without the real one this script writes one with
+the shape of ``SmolVLM2-500M-Video-Instruct`` (text: 960 wide, 32 layers of which SmolVLA keeps
+its default 16, 15 heads, 5 key/value heads; vision: SigLIP-B/16 at 512 px; pixel shuffle 4) and
+a word-level tokenizer holding its special tokens. ``--smolvla-vlm DIR`` uses another directory
+(e.g. the real checkpoint's, or a small one from :func:`write_smolvlm_dir`).
+
+Reference points printed with the figures: pi0 takes 73 ms per chunk on an RTX 4090 with 3
+cameras (openpi); the targets on an H100 are geovla ``full`` <= 50 ms and ``small`` <= 15 ms.
+
+    python scripts/bench_anchors.py --device cuda --dtype bfloat16
+    python scripts/bench_anchors.py --policies smolvla geovla-tiny --image-size 64 --calls 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lerobot.configs.types import FeatureType, PolicyFeature
+from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_policy import ACTION_DIM, STATE_DIM, build_policy, emit, peak_memory_mb, select_device, synchronize  # noqa: E402
+
+POLICIES = ("pi0", "smolvla", "geovla-tiny", "geovla-small", "geovla-full")
+DEFAULT_POLICIES = ("pi0", "smolvla", "geovla-small", "geovla-full")
+PI0_RTX4090_MS = 73.0
+H100_TARGET_MS = {"geovla-full": 50.0, "geovla-small": 15.0}
+INSTRUCTION_TOKENS = 16
+TOKEN_ID_RANGE = 256  # random ids below every vocabulary's size (geovla tiny: bytes)
+
+SMOLVLM2_500M = {
+    "text": {"hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32, "num_attention_heads": 15,
+             "num_key_value_heads": 5, "vocab_size": 49280, "rope_theta": 100000.0,
+             "max_position_embeddings": 8192, "rms_norm_eps": 1e-5},
+    "vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+               "patch_size": 16, "image_size": 512},
+    "scale_factor": 4,
+}
+SMOLVLM_SPECIAL_TOKENS = {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+                          "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES), choices=POLICIES)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--cameras", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=224, help="side of the square camera frames fed to every policy")
+    p.add_argument("--chunk-size", type=int, default=50)
+    p.add_argument("--flow-steps", type=int, default=10)
+    p.add_argument("--n-obs-steps", type=int, default=2, help="geovla's camera history")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--calls", type=int, default=50)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smolvla-vlm", type=Path, default=None,
+                   help="SmolVLA's VLM directory (default: one written with SmolVLM2-500M's shape)")
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = p.parse_args(argv)
+    if args.calls < 2 or args.warmup < 1 or args.cameras < 1:
+        p.error("need --calls >= 2, --warmup >= 1 and --cameras >= 1")
+    return args
+
+
+def write_smolvlm_dir(directory: Path, shape: dict[str, Any] = SMOLVLM2_500M) -> Path:
+    """A SmolVLM model directory (config and processor, no weights) of ``shape`` for SmolVLA's
+    ``vlm_model_name``; its tokenizer knows only SmolVLM's special tokens (ids are fed directly)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (PreTrainedTokenizerFast, SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor,
+                              SmolVLMVideoProcessor)
+
+    tokens = ["<unk>", "<|endoftext|>", *SMOLVLM_SPECIAL_TOKENS.values()]
+    word_level = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level, unk_token="<unk>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        additional_special_tokens=list(SMOLVLM_SPECIAL_TOKENS.values()), extra_special_tokens=SMOLVLM_SPECIAL_TOKENS,
+    )
+    processor = SmolVLMProcessor(image_processor=SmolVLMImageProcessor(), tokenizer=tokenizer,
+                                 video_processor=SmolVLMVideoProcessor())
+    config = SmolVLMConfig(text_config={"model_type": "llama", **shape["text"]}, vision_config=shape["vision"],
+                           scale_factor=shape["scale_factor"], image_token_id=shape["text"]["vocab_size"] - 1)
+    directory.mkdir(parents=True, exist_ok=True)
+    processor.save_pretrained(directory)
+    config.save_pretrained(directory)
+    return directory
+
+
+def features(cameras: int, size: int) -> tuple[dict[str, PolicyFeature], dict[str, PolicyFeature]]:
+    inputs = {f"observation.images.cam{i}": PolicyFeature(FeatureType.VISUAL, (3, size, size)) for i in range(cameras)}
+    inputs[OBS_STATE] = PolicyFeature(FeatureType.STATE, (STATE_DIM,))
+    return inputs, {ACTION: PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))}
+
+
+def pi0_unavailable() -> str | None:
+    """Why LeRobot's pi0 cannot be built here, or None: it runs on a patched transformers (the
+    ``lerobot[pi]`` extra installs a branch from git), whose marker module PyPI's release lacks."""
+    try:
+        from transformers.models.siglip import check
+    except ImportError:
+        return ("LeRobot's pi0 needs the openpi-patched transformers of the lerobot[pi] extra (a git "
+                "install; PyPI's transformers lacks transformers.models.siglip.check)")
+    if not check.check_whether_transformers_replace_is_installed_correctly():
+        return "the openpi-patched transformers is installed incorrectly (its own check fails)"
+    return None
+
+
+def build_pi0(args: argparse.Namespace) -> tuple[Any, int]:
+    """LeRobot's ``PI0Policy`` at its default size (PaliGemma 2B + 300M expert), and its token count."""
+    from lerobot.policies.pi0.configuration_pi0 import PI0Config
+    from lerobot.policies.pi0.modeling_pi0 import PI0Policy
+
+    inputs, outputs = features(args.cameras, args.image_size)
+    config = PI0Config(input_features=inputs, output_features=outputs, chunk_size=args.chunk_size,
+                       n_action_steps=args.chunk_size, num_inference_steps=args.flow_steps, dtype=args.dtype,
+                       device=args.device, push_to_hub=False)
+    return PI0Policy(config), config.tokenizer_max_length  # its processor pads to the max length
+
+
+def build_smolvla(args: argparse.Namespace, vlm_dir: Path) -> tuple[Any, int]:
+    """LeRobot's ``SmolVLAPolicy`` with its default config on the VLM in ``vlm_dir``."""
+    from lerobot.policies.smolvla.configuration_smolvla import SmolVLAConfig
+    from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
+    from transformers import AutoConfig
+
+    side = AutoConfig.from_pretrained(vlm_dir).vision_config.image_size
+    inputs, outputs = features(args.cameras, args.image_size)
+    config = SmolVLAConfig(input_features=inputs, output_features=outputs, chunk_size=args.chunk_size,
+                           n_action_steps=args.chunk_size, num_steps=args.flow_steps, vlm_model_name=str(vlm_dir),
+                           load_vlm_weights=False, resize_imgs_with_padding=(side, side), device=args.device,
+                           push_to_hub=False)
+    policy = SmolVLAPolicy(config)
+    if args.dtype == "bfloat16":
+        policy.model.vlm_with_expert.to(torch.bfloat16)
+    return policy, INSTRUCTION_TOKENS  # its processor pads to the longest instruction
+
+
+def build_geovla(args: argparse.Namespace, preset: str) -> tuple[Any, int]:
+    policy = build_policy(preset, args.image_size, args.device, args.n_obs_steps, args.flow_steps, args.seed,
+                          chunk_size=args.chunk_size, cameras=tuple(f"cam{i}" for i in range(args.cameras)))
+    return policy.to(getattr(torch, args.dtype)), INSTRUCTION_TOKENS
+
+
+def batch_for(args: argparse.Namespace, tokens: int, device: torch.device, generator: torch.Generator) -> dict[str, Any]:
+    """A preprocessed batch of one: frames, state, ``tokens`` ids of which the first
+    ``INSTRUCTION_TOKENS`` are the instruction (the rest padding)."""
+    batch: dict[str, Any] = {
+        f"observation.images.cam{i}": torch.rand(1, 3, args.image_size, args.image_size, generator=generator)
+        for i in range(args.cameras)
+    }
+    batch[OBS_STATE] = torch.randn(1, STATE_DIM, generator=generator)
+    batch[OBS_LANGUAGE_TOKENS] = torch.randint(0, TOKEN_ID_RANGE, (1, tokens), generator=generator)
+    batch[OBS_LANGUAGE_ATTENTION_MASK] = torch.arange(tokens)[None] < INSTRUCTION_TOKENS
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def time_policy(policy: Any, args: argparse.Namespace, tokens: int, device: torch.device) -> dict[str, Any]:
+    """Latency of ``predict_action_chunk`` (fresh frames every call), peak memory, parameters."""
+    generator = torch.Generator().manual_seed(args.seed)
+    batches = [batch_for(args, tokens, device, generator) for _ in range(4)]
+    policy.to(device).eval()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    latencies = []
+    for i in range(args.warmup + args.calls):
+        synchronize(device)
+        start = time.perf_counter()
+        chunk = policy.predict_action_chunk(batches[i % len(batches)])
+        synchronize(device)
+        if i >= args.warmup:
+            latencies.append((time.perf_counter() - start) * 1e3)
+    if tuple(chunk.shape) != (1, args.chunk_size, ACTION_DIM) or not bool(torch.isfinite(chunk).all()):
+        raise SystemExit(f"{type(policy).__name__} returned a chunk of shape {tuple(chunk.shape)} "
+                         f"(expected (1, {args.chunk_size}, {ACTION_DIM})) or non-finite values")
+    return {
+        "median_ms": round(statistics.median(latencies), 3),
+        "p95_ms": round(float(np.percentile(latencies, 95)), 3),
+        "min_ms": round(min(latencies), 3),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "params": sum(p.numel() for p in policy.parameters()),
+        "language_tokens": tokens,
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    device = select_device(args.device, args.threads)
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.policies:
+            if name == "pi0" and (reason := pi0_unavailable()) is not None:
+                results[name] = {"unavailable": reason}
+                continue
+            torch.manual_seed(args.seed)
+            # Built on the device (random init of billions of weights is slow on a CPU); LeRobot
+            # prints while building, and stdout is the JSON.
+            with device, contextlib.redirect_stdout(sys.stderr):
+                if name == "pi0":
+                    policy, tokens = build_pi0(args)
+                elif name == "smolvla":
+                    vlm_dir = args.smolvla_vlm or write_smolvlm_dir(Path(scratch) / "smolvlm")
+                    policy, tokens = build_smolvla(args, vlm_dir)
+                else:
+                    policy, tokens = build_geovla(args, name.removeprefix("geovla-"))
+            results[name] = time_policy(policy, args, tokens, device)
+            del policy
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+    if "median_ms" in results.get("pi0", {}):
+        for result in results.values():
+            result["speedup_vs_pi0"] = round(results["pi0"]["median_ms"] / result["median_ms"], 3)
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "dtype": args.dtype,
+        "torch_threads": torch.get_num_threads(),
+        "cameras": args.cameras,
+        "image_size": args.image_size,
+        "chunk_size": args.chunk_size,
+        "flow_steps": args.flow_steps,
+        "geovla_n_obs_steps": args.n_obs_steps,
+        "calls": args.calls,
+        "policies": results,
+        "reference": {"pi0_rtx4090_ms": PI0_RTX4090_MS, "h100_targets_ms": H100_TARGET_MS},
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    return emit(run(args), args.out)
+
+
+if __name__ == "__main__":
+    main()
