@@ -74,7 +74,9 @@ def evaluate_policy(
     going to the object the swapped instruction names. ``max_steps`` caps an episode below the
     env's own limit. The first ``num_videos`` episodes are written to ``video_dir`` as mp4 (all
     cameras side by side, the instruction as caption). The policy is left in the train/eval
-    mode it came in, with an empty action queue and history.
+    mode it came in, with an empty action queue and history. The flow-matching noise comes from a
+    generator seeded with ``seed``, so a run is repeatable (for the same ``batch_size``) and does
+    not touch torch's global random state (a training loop that evaluates keeps its own).
 
     Returns ``success_rate``, ``mean_reward`` (mean episode return), ``mean_max_reward``,
     ``mean_steps`` and per-episode lists (``seeds``, ``successes``, ``rewards``, ``steps``,
@@ -91,13 +93,14 @@ def evaluate_policy(
     envs = [make_env() for _ in range(min(batch_size, episodes))]
     start = time.perf_counter()
     records: list[dict[str, Any]] = []
+    noise = torch.Generator().manual_seed(seed)
     bar = tqdm(total=episodes, desc="evaluating", unit="ep", disable=not progress)
     try:
         for first in range(0, episodes, len(envs)):
             wave = envs[: min(len(envs), episodes - first)]
             seeds = [seed + first + i for i in range(len(wave))]
             recording = [first + i < num_videos for i in range(len(wave))]
-            records += _run_wave(policy, wave, seeds, swap_instruction, max_steps, recording)
+            records += _run_wave(policy, wave, seeds, swap_instruction, max_steps, recording, noise)
             successes = sum(r["success"] for r in records)
             bar.update(len(wave))
             bar.set_postfix(success=f"{successes}/{len(records)}")
@@ -174,9 +177,11 @@ def _run_wave(
     swap_instruction: bool,
     max_steps: int | None,
     recording: list[bool],
+    noise: torch.Generator,
 ) -> list[dict[str, Any]]:
     """One batched rollout of ``len(envs)`` episodes until every env is done (finished envs
-    keep their last observation in the batch so that the policy's history stays aligned)."""
+    keep their last observation in the batch so that the policy's history stays aligned); the
+    flow noise of each step is drawn from ``noise``."""
     config = policy.config
     preprocessor, postprocessor = policy.processors
     height, width = config.image_features[config.camera_keys[0]].shape[1:]
@@ -204,8 +209,9 @@ def _run_wave(
             _stack(observations, records, cameras), config.camera_keys, config.state_dim, (height, width),
             config.allow_missing_cameras, config.needs_depth,
         )
+        step_noise = torch.randn(len(envs), config.chunk_size, config.max_action_dim, generator=noise)
         with torch.no_grad():
-            actions = postprocessor(policy.select_action(preprocessor(batch))).numpy()
+            actions = postprocessor(policy.select_action(preprocessor(batch), noise=step_noise)).numpy()
         for index, (env, record) in enumerate(zip(envs, records)):
             if record["done"]:
                 continue

@@ -3,6 +3,7 @@
     python scripts/eval_policy.py --policy outputs/demo/policy --env builtin --task reach --episodes 50
     python scripts/eval_policy.py --policy DIR --env builtin --episodes 50 --swap-instruction
     python scripts/eval_policy.py --policy DIR --env pusht --episodes 10 --videos 2
+    python scripts/eval_policy.py --policy DIR --env builtin --device cuda --dtype bfloat16
 
 Episode ``i`` uses seed ``--seed + i``; the default seed (100000) is disjoint from the recording
 seeds of the training demos (from 0). ``--swap-instruction`` (built-in task) names another object
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=10, help="envs stepped together")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per episode")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="weights' dtype (bfloat16: policy.to(torch.bfloat16), for GPUs)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (1 is several times faster on a busy 2-core machine)")
     args = parser.parse_args(argv)
@@ -94,14 +97,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    policy = GeoVLAPolicy.from_pretrained(args.policy, device=args.device)
+    policy = GeoVLAPolicy.from_pretrained(args.policy, device=args.device).to(getattr(torch, args.dtype))
     make_env, task = env_factory(policy, args.env, args.task)
     results = evaluate_policy(
         policy, make_env, args.episodes, args.seed, swap_instruction=args.swap_instruction,
         max_steps=args.max_steps, video_dir=args.out / "videos", num_videos=args.videos,
         batch_size=args.batch_size,
     )
-    results = {"env": args.env, "task": task, "policy": str(args.policy), **results}
+    dtype = str(policy.model.dtype).removeprefix("torch.")  # the weights' dtype, as the rollouts ran
+    results = {"env": args.env, "task": task, "policy": str(args.policy), "dtype": dtype, **results}
     results["plot"] = str(plot_results(results, args.out / "success.png"))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))

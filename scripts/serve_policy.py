@@ -12,6 +12,8 @@ import argparse
 import json
 import signal
 
+import torch
+
 from policies.modeling_geovla import GeoVLAPolicy
 from policies.serving import PolicyServer
 
@@ -22,16 +24,19 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback by default)")
     parser.add_argument("--port", type=int, default=8765, help="TCP port; 0 picks a free one")
     parser.add_argument("--device", default=None, help="run the policy on this device instead of the saved one")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="weights' dtype (bfloat16: policy.to(torch.bfloat16), for GPUs)")
     args = parser.parse_args()
 
     overrides = {"device": args.device} if args.device else {}
-    policy = GeoVLAPolicy.from_pretrained(args.policy, **overrides)
+    policy = GeoVLAPolicy.from_pretrained(args.policy, **overrides).to(getattr(torch, args.dtype))
     if policy.processors is None:
         parser.error(f"{args.policy} holds no policy_preprocessor.json: save the policy with its processors")
     server = PolicyServer(policy, args.host, args.port)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops serving like Ctrl-C
     host, port = server.address
-    print(json.dumps({"host": host, "port": port, "policy": str(args.policy), "device": policy.config.device}), flush=True)
+    print(json.dumps({"host": host, "port": port, "policy": str(args.policy), "device": policy.config.device,
+                      "dtype": args.dtype}), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -10,6 +10,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from geovla_helpers import load_script, make_policy
 
 import envs
@@ -46,6 +47,14 @@ def test_script_writes_results_video_and_plot(saved_policy, tmp_path):
     assert (out / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_script_runs_the_policy_with_bfloat16_weights(saved_policy, tmp_path):
+    results = load_script("eval_policy").main([
+        "--policy", str(saved_policy), "--env", "builtin", "--episodes", "1", "--max-steps", "3", "--videos", "0",
+        "--out", str(tmp_path), "--dtype", "bfloat16",
+    ])
+    assert results["dtype"] == "bfloat16" and results["episodes"] == 1 and len(results["steps"]) == 1
+
+
 def test_swapped_instruction_reaches_the_policy(saved_policy):
     policy = GeoVLAPolicy.from_pretrained(saved_policy)
     preprocessor, postprocessor = policy.processors
@@ -66,6 +75,36 @@ def test_swapped_instruction_reaches_the_policy(saved_policy):
                                               results["targets"]):
         assert instruction != original and instruction == f"touch the {target}"
         assert target not in original
+
+
+class ActionRecorder(gym.Wrapper):
+    """Keeps every action the env is stepped with."""
+
+    def __init__(self, env: gym.Env, actions: list[np.ndarray]) -> None:
+        super().__init__(env)
+        self.actions = actions
+
+    def step(self, action):
+        self.actions.append(np.array(action))
+        return self.env.step(action)
+
+
+def test_evaluation_repeats_for_a_seed_whatever_the_global_random_state(saved_policy):
+    policy = GeoVLAPolicy.from_pretrained(saved_policy)
+
+    def actions_taken(global_seed: int, seed: int = 7) -> np.ndarray:
+        taken: list[np.ndarray] = []
+        make_env = lambda: ActionRecorder(gym.make(envs.TABLETOP_ID, task="reach", image_size=32), taken)  # noqa: E731
+        torch.manual_seed(global_seed)
+        evaluate_policy(policy, make_env, episodes=2, seed=seed, max_steps=6, batch_size=2, progress=False)
+        after = torch.rand(1)
+        torch.manual_seed(global_seed)
+        assert torch.equal(after, torch.rand(1))  # the evaluation drew nothing from the global generator
+        return np.stack(taken)
+
+    first = actions_taken(global_seed=1)
+    np.testing.assert_array_equal(actions_taken(global_seed=2), first)
+    assert not np.array_equal(actions_taken(global_seed=1, seed=8), first)
 
 
 def test_swap_moves_the_success_criterion_to_the_new_target():

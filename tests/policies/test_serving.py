@@ -163,7 +163,9 @@ def test_serve_policy_script(local_policy, saved_dir):
     command = [sys.executable, str(script), "--policy", str(saved_dir), "--port", "0"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
-        port = next(json.loads(line)["port"] for line in process.stdout if line.startswith("{"))
+        ready = next(json.loads(line) for line in process.stdout if line.startswith("{"))
+        port = ready["port"]
+        assert ready["dtype"] == "float32"
         noise = _noise(local_policy, 11)
         local_policy.reset()
         with PolicyClient("127.0.0.1", port) as client:
