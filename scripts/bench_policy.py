@@ -113,7 +113,8 @@ def build_policy(preset: str, image_size: int | None, device: str, n_obs_steps: 
         ACTION: {"mean": np.zeros(ACTION_DIM, np.float32), "std": np.ones(ACTION_DIM, np.float32)},
     }
     torch.manual_seed(seed)
-    policy = GeoVLAPolicy(config).to(device).eval()
+    with torch.device(device):  # built where it runs: random init of a `full` model is slow on a CPU
+        policy = GeoVLAPolicy(config).to(device).eval()
     policy.attach_processors(*make_geovla_pre_post_processors(config, dataset_stats=stats))
     return policy
 
