@@ -167,6 +167,7 @@ def build_smolvla(args: argparse.Namespace, vlm_dir: Path) -> tuple[Any, int]:
 
 
 def build_geovla(args: argparse.Namespace, preset: str) -> tuple[Any, int]:
+    """geovla ``preset`` with the run's cameras, chunk, flow steps, history and dtype."""
     policy = build_policy(preset, args.image_size, args.device, args.n_obs_steps, args.flow_steps, args.seed,
                           chunk_size=args.chunk_size, cameras=tuple(f"cam{i}" for i in range(args.cameras)))
     return policy.to(getattr(torch, args.dtype)), INSTRUCTION_TOKENS

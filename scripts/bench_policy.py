@@ -12,9 +12,9 @@ loop, i.e. sampling minus the prefix pass) and ``other`` (pre/post-processing, p
 ``kernels_ms`` splits the mean self time of ``--breakdown-calls`` profiled calls by op kind
 (``torch.profiler``; CPU time, so on CUDA it is the host's side): ``attention`` (the SDPA
 kernels), ``matmul`` (matrix products and convolutions) and ``other`` (every other aten op; the
-kernels ``--compile`` generates are not aten ops and are left out). Attention
-and matmul are the arithmetic the model asks for; at this precision and thread count a call
-cannot take less than their sum however little else it does.
+kernels ``--compile`` generates are not aten ops and are left out). Attention and matmul are the
+arithmetic the model asks for; at this precision and thread count a call cannot take less than
+their sum however little else it does.
 Peak memory is the process's peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 ``chunk`` is the action chunk of a reset policy for fixed noise, to compare code versions.
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from geovla_helpers import SCRIPTS, load_script
 
@@ -80,3 +81,13 @@ def test_bench_anchors_reports_why_pi0_is_unavailable_and_times_the_rest():
     assert report["policies"]["pi0"] == {"unavailable": reason} and "lerobot[pi]" in reason
     assert report["policies"]["geovla-tiny"]["median_ms"] > 0
     assert "speedup_vs_pi0" not in report["policies"]["geovla-tiny"]
+
+
+def test_bench_anchors_default_vlm_gives_smolvla_its_published_size(tmp_path):
+    """SmolVLM2-500M's shape, cut to SmolVLA's 16 layers with its 0.75-wide expert: 450M parameters
+    (built on the meta device: no memory, no initialisation)."""
+    script = load_script("bench_anchors")
+    args = script.parse_args(["--policies", "smolvla"])
+    with torch.device("meta"):
+        policy, _ = script.build_smolvla(args, script.write_smolvlm_dir(tmp_path / "vlm"))
+    assert sum(p.numel() for p in policy.parameters()) == 450_046_176
