@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from lerobot.configs.policies import PreTrainedConfig
@@ -16,6 +17,14 @@ PRESETS = ("tiny", "small", "full")
 GEOMETRY_KEY_PREFIXES = ("observation.depth.", "observation.intrinsics.", "observation.extrinsics.")
 FREEZE_OPTIONS = ("none", "vision", "llm", "vision_and_llm")
 SPATIAL_TOKENS = ("patch", "voxel")
+
+
+def workspace_box(values: Sequence[float], name: str = "workspace") -> tuple[float, float, float, float, float, float]:
+    """``values`` as a float box ``(x0, y0, z0, x1, y1, z1)``; a clear error unless x1 > x0 etc."""
+    box = tuple(float(v) for v in values)
+    if len(box) != 6 or any(high <= low for low, high in zip(box[:3], box[3:])):
+        raise ValueError(f"{name} must be (x0, y0, z0, x1, y1, z1) with x1 > x0 etc., got {tuple(values)}")
+    return box
 
 
 @PreTrainedConfig.register_subclass("geovla")
@@ -146,10 +155,7 @@ class GeoVLAConfig(PreTrainedConfig):
             raise ValueError("spatial_tokens='voxel' needs use_geometry=True (voxel features come from the aggregator)")
         if self.voxel_origin is not None and self.spatial_tokens != "voxel":
             raise ValueError(f"voxel_origin={self.voxel_origin!r} needs spatial_tokens='voxel'")
-        self.voxel_workspace = tuple(float(v) for v in self.voxel_workspace)
-        low, high = self.voxel_workspace[:3], self.voxel_workspace[3:]
-        if len(self.voxel_workspace) != 6 or any(h <= l for l, h in zip(low, high)):
-            raise ValueError(f"voxel_workspace must be (x0, y0, z0, x1, y1, z1) with x1 > x0 etc., got {self.voxel_workspace}")
+        self.voxel_workspace = workspace_box(self.voxel_workspace, "voxel_workspace")
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         if self.freeze not in FREEZE_OPTIONS:

@@ -10,6 +10,7 @@ from torch import nn
 from geometry.aggregator import AggregatorOutput
 from geometry.layers import Mlp
 from geometry.voxel import VoxelConfig, VoxelGrid, voxelize_pixels
+from policies.configuration_geovla import workspace_box
 from vla.backbone.projector import StreamProjector
 
 
@@ -46,9 +47,7 @@ class VoxelSpatialTokens(nn.Module):
                  workspace: tuple[float, float, float, float, float, float], frequencies: int = 6,
                  origin_camera: int | None = None) -> None:
         super().__init__()
-        if len(workspace) != 6 or any(h <= l for l, h in zip(workspace[:3], workspace[3:])):
-            raise ValueError(f"workspace must be (x0, y0, z0, x1, y1, z1) with x1 > x0 etc., got {workspace}")
-        self.workspace = tuple(float(v) for v in workspace)  # not a buffer: it stays float32 under .to(dtype)
+        self.workspace = workspace_box(workspace)  # not a buffer: it stays float32 under .to(dtype)
         self.voxel_config = VoxelConfig(target_voxels=target_voxels, voxel_size_mode="count")
         self.frequencies = frequencies
         self.origin_camera = origin_camera
@@ -70,9 +69,9 @@ class VoxelSpatialTokens(nn.Module):
             missing = torch.nonzero(~camera_mask[:, self.origin_camera]).flatten().tolist()
             raise ValueError(f"the voxel origin camera (index {self.origin_camera}) is missing in samples {missing}")
         features = agg.layers[max(agg.layers)][:, -V:, agg.patch_start_idx:]  # the last time step's frames
-        voxels = self.lift(features.float(), agg.grid, images.float(), depth.float(), intrinsics.float(),
-                           extrinsics.float(), camera_mask)
-        unit = self.positions(voxels.xyz[:, 0], extrinsics.float())
+        depth, intrinsics, extrinsics = depth.float(), intrinsics.float(), extrinsics.float()
+        voxels = self.lift(features.float(), agg.grid, images.float(), depth, intrinsics, extrinsics, camera_mask)
+        unit = self.positions(voxels.xyz[:, 0], extrinsics)
         dtype = self.rgb_embed.fc1.weight.dtype
         tokens = (self.feature_proj(voxels.features[:, 0].to(dtype))
                   + self.xyz_embed(fourier_features(unit, self.frequencies).to(dtype))

@@ -94,13 +94,15 @@ def test_pixels_outside_the_workspace_and_masked_cameras_add_nothing(scene):
     torch.testing.assert_close(masked_again, masked)
 
 
-def test_no_pixel_in_the_workspace_is_a_clear_error(scene):
+def test_no_pixel_in_the_workspace_is_a_clear_error(scene, dataset_meta):
     inputs, _ = scene
     module = VoxelSpatialTokens(32, 16, target_voxels=64, workspace=(1.0, 1.0, 1.0, 2.0, 2.0, 2.0))
     with pytest.raises(ValueError, match="no valid point.*bounds"):
         _tokens(module, inputs)
     with pytest.raises(ValueError, match="workspace must be"):
         VoxelSpatialTokens(32, 16, target_voxels=64, workspace=(0.0, 0.0, 0.0, 1.0, -1.0, 1.0))
+    with pytest.raises(ValueError, match=r"voxel_workspace must be .* got \(0.0, 0.0, 0.0, 1.0, 1.0\)"):
+        make_config(dataset_meta, spatial_tokens="voxel", voxel_workspace=(0.0, 0.0, 0.0, 1.0, 1.0))
 
 
 def test_positions_from_an_origin_camera_are_offsets_from_its_optical_centre(scene):
