@@ -49,6 +49,7 @@ class GeoVLAModel(nn.Module):
         elif self.geometry is not None:
             self.spatial = SpatialTokens(2 * subs.geometry.embed_dim, llm_dim, config.spatial_pool)
         self.num_visual_tokens = len(config.camera_keys) * subs.backbone.num_agg_tokens
+        self._compiled_sample = None
 
     @property
     def tokenizer(self):
@@ -84,10 +85,15 @@ class GeoVLAModel(nn.Module):
                 spatial, spatial_mask = self.voxels(agg, current, scene["depth"], scene["intrinsics"],
                                                     scene["extrinsics"], camera_mask)
 
-        image_ids = torch.full((B, self.num_visual_tokens), self.action_model.image_token_id,
-                               dtype=instruction_ids.dtype, device=instruction_ids.device)
-        input_ids = torch.cat([image_ids, instruction_ids], dim=1)
-        attention = torch.cat([torch.ones_like(image_ids, dtype=torch.bool), instruction_mask.bool()], dim=1)
+        # [<image> x visual | <spatial> x spatial | instruction]: the placeholders are explicit, so
+        # nothing has to look for them (which a compiled call could not do).
+        placeholders = [(self.action_model.image_token_id, self.num_visual_tokens)]
+        if spatial is not None:
+            placeholders.append((self.action_model.spatial_token_id, spatial.shape[1]))
+        slots = torch.cat([torch.full((B, count), token, dtype=instruction_ids.dtype, device=instruction_ids.device)
+                           for token, count in placeholders], dim=1)
+        input_ids = torch.cat([slots, instruction_ids], dim=1)
+        attention = torch.cat([torch.ones_like(slots, dtype=torch.bool), instruction_mask.bool()], dim=1)
         prefix = self.action_model.embed_prefix(
             input_ids, attention, visual.tokens, visual.token_mask, spatial, spatial_mask
         )
@@ -119,6 +125,29 @@ class GeoVLAModel(nn.Module):
             losses.update({f"geometry_{name}": value.detach() for name, value in terms.items()})
         return losses
 
+    def compile_sampling(self, backend: str = "inductor", mode: str | None = None,
+                         cpp_wrapper: bool | None = None) -> None:
+        """``torch.compile`` all of ``sample_actions`` (geometry, backbone, prefix pass and the
+        unrolled flow loop) as one graph; names and ``state_dict`` keys stay as they are.
+
+        One graph lets inductor fuse across module borders and leaves no eager ops between graphs.
+        The modules' checks that read tensor values (finite inputs, token ids in the vocabulary,
+        placeholder counts) would split it, so they are skipped while compiling; a compiled
+        ``sample_actions`` checks its own inputs' values first, eagerly. ``backend``/``mode`` go to
+        ``torch.compile`` (``mode="reduce-overhead"``: CUDA graphs on a GPU). ``cpp_wrapper``
+        (inductor without a mode) calls the kernels from generated C++ rather than Python, which
+        removes most of the per-kernel overhead on a CPU; None turns it on for CPU weights. Shapes
+        are static: a new camera count, history or instruction length, or batch size recompiles.
+        """
+        options = None
+        if backend == "inductor" and mode is None:
+            on_cpu = self.action_model.action_in_proj.weight.device.type == "cpu"
+            options = {"cpp_wrapper": on_cpu if cpp_wrapper is None else cpp_wrapper}
+        elif cpp_wrapper:
+            raise ValueError(f"cpp_wrapper needs the inductor backend without a mode, got {backend=}, {mode=}")
+        self._compiled_sample = torch.compile(self._sample, backend=backend, mode=mode, options=options,
+                                              dynamic=False)
+
     @torch.no_grad()
     def sample_actions(
         self,
@@ -132,6 +161,30 @@ class GeoVLAModel(nn.Module):
         scene: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """Action chunk ``[B, H, A]`` (normalised) by cached Euler integration from noise."""
+        if self._compiled_sample is None:
+            return self._sample(images, camera_mask, instruction_ids, instruction_mask, state, noise, num_steps, scene)
+        self._check_values(images, instruction_ids, instruction_mask, state, noise)
+        return self._compiled_sample(images, camera_mask, instruction_ids, instruction_mask, state, noise, num_steps,
+                                     scene)
+
+    def _check_values(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
+                      state: Tensor | None, noise: Tensor | None) -> None:
+        """The value checks that the modules skip inside a compiled call."""
+        for name, tensor in (("images", images), ("state", state), ("noise", noise)):
+            if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise ValueError(f"{name} contains NaN or Inf values")
+        vocab = self.action_model.fusion.llm.get_input_embeddings().num_embeddings
+        if instruction_ids.numel():
+            low, high = int(instruction_ids.min()), int(instruction_ids.max())
+            if low < 0 or high >= vocab:
+                raise ValueError(f"instruction_ids must lie in [0, {vocab}), got [{low}, {high}]")
+        empty = (~instruction_mask.bool().any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"instruction_mask has no valid token in batch rows {empty}")
+
+    def _sample(self, images: Tensor, camera_mask: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
+                state: Tensor | None, noise: Tensor | None, num_steps: int | None,
+                scene: dict[str, Tensor] | None) -> Tensor:
         prefix, _ = self.embed_prefix(images, camera_mask, instruction_ids, instruction_mask, scene)
         return self.action_model.sample_actions(
             prefix, state, num_steps=num_steps or self.config.num_flow_steps, noise=noise,

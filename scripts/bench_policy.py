@@ -5,16 +5,17 @@ call gets 3 camera images at the policy's size, a state and an instruction, and 
 step of the ``n_obs_steps``-frame history the geometry aggregator reads (T=2 by default), with
 10 flow steps. Latency is the median and p95 wall time of ``--calls`` plain calls after
 ``--warmup`` calls (``cpu_median``: the median CPU time of the process; with one thread, the
-call's compute, less disturbed by other processes sharing the cores). The breakdown times ``--breakdown-calls`` further calls with timers around
-the parts (medians, milliseconds): ``geometry`` (aggregator + spatial tokens), ``backbone`` (the
-FiLM ViTs), ``prefix`` (the LLM pass that fills the prefix KV cache), ``denoising`` (the flow
-loop, i.e. sampling minus the prefix pass) and ``other`` (pre/post-processing, prefix assembly).
-``kernels_ms`` splits the mean self time of ``--breakdown-calls`` profiled calls by op kind
-(``torch.profiler``; CPU time, so on CUDA it is the host's side): ``attention`` (the SDPA
-kernels), ``matmul`` (matrix products and convolutions) and ``other`` (every other aten op; the
-kernels ``--compile`` generates are not aten ops and are left out). Attention and matmul are the
-arithmetic the model asks for; at this precision and thread count a call cannot take less than
-their sum however little else it does.
+call's compute, less disturbed by other processes sharing the cores). The breakdown times
+``--breakdown-calls`` further calls with timers around the parts (medians, milliseconds):
+``geometry`` (aggregator + spatial tokens), ``backbone`` (the FiLM ViTs), ``prefix`` (the LLM pass
+that fills the prefix KV cache), ``denoising`` (the flow loop, i.e. sampling minus the prefix
+pass) and ``other`` (pre/post-processing, prefix assembly). ``kernels_ms`` splits the mean self
+time of ``--breakdown-calls`` profiled calls by op kind (``torch.profiler``; CPU time, so on CUDA
+it is the host's side): ``attention`` (the SDPA kernels), ``matmul`` (matrix products and
+convolutions) and ``other`` (every other aten op). Attention and matmul are the arithmetic the
+model asks for; at this precision and thread count a call cannot take less than their sum however
+little else it does. With ``--compile`` (``GeoVLAModel.compile_sampling``) a call is one compiled
+graph that neither timers nor the profiler can split, so both are null.
 Peak memory is the process's peak RSS on CPU, ``torch.cuda.max_memory_allocated`` on CUDA.
 ``chunk`` is the action chunk of a reset policy for fixed noise, to compare code versions.
 
@@ -23,10 +24,12 @@ older commit): ``--rounds`` times, a subprocess importing the packages from DIR 
 importing them from this checkout each run the benchmark, alternating so that both see the
 same machine load; it reports each side's latencies, the per-round and median speed-ups (of the
 median wall and CPU times), the speed-up of the fastest call (the least disturbed by other
-processes), and the largest difference between the two sides' chunks.
+processes), and the largest difference between the two sides' chunks. With ``--paired-eager`` the
+other side runs without ``--compile``.
 
     python scripts/bench_policy.py --threads 1                                  # tiny, CPU, 64 px
     python scripts/bench_policy.py --threads 1 --paired /tmp/geovla_baseline --rounds 3
+    python scripts/bench_policy.py --threads 1 --compile --paired /tmp/geovla_baseline --paired-eager
     python scripts/bench_policy.py --device cuda --preset small --dtype bfloat16
 """
 
@@ -71,8 +74,8 @@ def add_model_arguments(p: argparse.ArgumentParser, dtype_help: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p, "bfloat16 casts the weights (policy.to(torch.bfloat16)); actions stay float32")
-    p.add_argument("--compile", action="store_true", help="torch.compile the hot paths (vla.compile)")
-    p.add_argument("--compile-mode", default=None, choices=["default", "reduce-overhead", "max-autotune"],
+    p.add_argument("--compile", action="store_true", help="torch.compile the sampling (GeoVLAModel.compile_sampling)")
+    p.add_argument("--compile-mode", default=None, choices=["reduce-overhead", "max-autotune"],
                    help="torch.compile mode with --compile (reduce-overhead: CUDA graphs on a GPU)")
     p.add_argument("--n-obs-steps", type=int, default=2)
     p.add_argument("--flow-steps", type=int, default=10)
@@ -82,6 +85,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--paired", type=Path, default=None, help="another checkout to compare against (see above)")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of --paired")
+    p.add_argument("--paired-eager", action="store_true",
+                   help="with --paired and --compile: the other checkout runs eager "
+                        "(e.g. one from before compile_sampling)")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     if args.calls < 2 or args.warmup < 1 or args.breakdown_calls < 1:
@@ -239,9 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     policy = build_policy(args.preset, args.image_size, args.device, args.n_obs_steps, args.flow_steps, args.seed)
     policy.to(getattr(torch, args.dtype))
     if args.compile:
-        from vla.compile import compile_hot_paths
-
-        compile_hot_paths(policy.model, mode=args.compile_mode)
+        policy.model.compile_sampling(mode=args.compile_mode)
     size = policy.config.image_size
     obs = observations(size, 8, args.seed)
     stream: Iterator[dict[str, Any]] = (obs[i % len(obs)] for i in range(10**9))
@@ -261,9 +265,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for _ in range(args.warmup):
         call()
     latencies, cpu_times = (np.array(t) * 1e3 for t in zip(*(call() for _ in range(args.calls))))
-    timers = PartTimers(policy, device)
-    parts = [timers.take(call()[0]) for _ in range(args.breakdown_calls)]
-    kernels = kernel_times(call, args.breakdown_calls)
+    breakdown = kernels = None  # a compiled call is one graph: timers would be traced into it
+    if not args.compile:
+        timers = PartTimers(policy, device)
+        parts = [timers.take(call()[0]) for _ in range(args.breakdown_calls)]
+        breakdown = {k: round(statistics.median(p[k] for p in parts), 3) for k in PARTS}
+        kernels = kernel_times(call, args.breakdown_calls)
     return {
         "preset": args.preset,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -282,7 +289,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "min": round(float(latencies.min()), 3),
             "cpu_median": round(float(np.median(cpu_times)), 3),
         },
-        "breakdown_ms": {k: round(statistics.median(p[k] for p in parts), 3) for k in PARTS},
+        "breakdown_ms": breakdown,
         "kernels_ms": kernels,
         "peak_memory_mb": round(peak_memory_mb(device), 1),
         "params": sum(p.numel() for p in policy.parameters()),
@@ -291,15 +298,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def side_arguments(argv: list[str], paired_eager: bool) -> tuple[list[str], list[str]]:
+    """The arguments of one benchmark run of the other checkout and of this one: ``argv`` without
+    the pairing options, and for the other side without ``--compile`` when ``paired_eager``."""
+    this = [a for a in argv if a != "--paired-eager"]
+    for option in ("--paired", "--rounds", "--out"):
+        this = _drop_option(this, option)
+    other = _drop_option([a for a in this if a != "--compile"], "--compile-mode") if paired_eager else this
+    return other, this
+
+
 def paired(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """Alternate subprocess runs importing from ``args.paired`` and from this checkout."""
-    forwarded = [a for a in argv if a not in ("--paired", str(args.paired))]
-    forwarded = _drop_option(_drop_option(forwarded, "--rounds"), "--out")
+    other_args, forwarded = side_arguments(argv, args.paired_eager)
     sides: dict[str, list[dict[str, Any]]] = {"other": [], "this": []}
     for _ in range(args.rounds):
-        for side, root in (("other", args.paired.resolve()), ("this", REPO)):
+        for side, root, side_args in (("other", args.paired.resolve(), other_args), ("this", REPO, forwarded)):
             env = {**os.environ, "PYTHONPATH": str(root)}
-            proc = subprocess.run([sys.executable, __file__, *forwarded], env=env, capture_output=True, text=True)
+            proc = subprocess.run([sys.executable, __file__, *side_args], env=env, capture_output=True, text=True)
             if proc.returncode:
                 raise SystemExit(f"benchmark run for {root} failed:\n{proc.stderr[-4000:]}")
             result = json.loads(proc.stdout)

@@ -26,17 +26,22 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="run the policy on this device instead of the saved one")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
                         help="weights' dtype (bfloat16: policy.to(torch.bfloat16), for GPUs)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the sampling (GeoVLAModel.compile_sampling): the first request "
+                             "compiles, for a minute or more on a CPU; later ones are faster")
     args = parser.parse_args()
 
     overrides = {"device": args.device} if args.device else {}
     policy = GeoVLAPolicy.from_pretrained(args.policy, **overrides).to(getattr(torch, args.dtype))
     if policy.processors is None:
         parser.error(f"{args.policy} holds no policy_preprocessor.json: save the policy with its processors")
+    if args.compile:
+        policy.model.compile_sampling()
     server = PolicyServer(policy, args.host, args.port)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops serving like Ctrl-C
     host, port = server.address
     print(json.dumps({"host": host, "port": port, "policy": str(args.policy), "device": policy.config.device,
-                      "dtype": args.dtype}), flush=True)
+                      "dtype": args.dtype, "compile": args.compile}), flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

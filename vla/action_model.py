@@ -32,8 +32,16 @@ from vla.pretrained import build_language_model
 from vla.tokenizer import IMAGE_TOKEN, SPATIAL_TOKEN
 
 
+def _values_checked() -> bool:
+    """Whether checks that read tensor values run: not inside ``torch.compile``, where such a read
+    splits the graph; a compiled caller checks its inputs before (``GeoVLAModel.compile_sampling``)."""
+    return not torch.compiler.is_compiling()
+
+
 def _check_finite(name: str, tensor: Tensor | None) -> None:
-    if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+    if tensor is None or not tensor.is_floating_point() or not _values_checked():
+        return
+    if not bool(torch.isfinite(tensor).all()):
         raise ValueError(f"{name} contains NaN or Inf values")
 
 
@@ -101,7 +109,8 @@ class DeepFusionActionModel(nn.Module):
 
         Args:
             input_ids: ``[B, L]`` with one ``<image>`` id per visual token; ``<spatial>`` ids,
-                one per spatial token, or none (then they go right after the last ``<image>``).
+                one per spatial token, or none (then they go right after the last ``<image>``;
+                inside ``torch.compile``, which cannot look for them, they must be there).
             attention_mask: ``[B, L]``, nonzero at real tokens.
             visual_tokens: ``[B, Nv, D]`` or None; ``visual_mask``: ``[B, Nv]`` or None.
             spatial_tokens: ``[B, Ns, D]`` or None; ``spatial_mask``: ``[B, Ns]`` or None.
@@ -115,12 +124,13 @@ class DeepFusionActionModel(nn.Module):
                 f"and {tuple(attention_mask.shape)}"
             )
         vocab = self.fusion.llm.get_input_embeddings().num_embeddings
-        low, high = (int(input_ids.min()), int(input_ids.max())) if input_ids.numel() else (0, 0)
-        if low < 0 or high >= vocab:
-            raise ValueError(f"input_ids must lie in [0, {vocab}), got [{low}, {high}]")
+        if input_ids.numel() and _values_checked():
+            low, high = int(input_ids.min()), int(input_ids.max())
+            if low < 0 or high >= vocab:
+                raise ValueError(f"input_ids must lie in [0, {vocab}), got [{low}, {high}]")
         _check_finite("visual_tokens", visual_tokens)
         _check_finite("spatial_tokens", spatial_tokens)
-        if spatial_tokens is not None and not bool((input_ids == self.spatial_token_id).any()):
+        if spatial_tokens is not None and _values_checked() and not bool((input_ids == self.spatial_token_id).any()):
             input_ids, attention_mask = insert_placeholders(
                 input_ids, attention_mask, spatial_tokens.shape[1], self.spatial_token_id, self.image_token_id
             )

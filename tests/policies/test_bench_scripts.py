@@ -41,6 +41,17 @@ def test_bench_policy_sorts_kernels_from_their_wrappers():
     assert op_kind("aten::gelu") == "other"
 
 
+def test_bench_policy_pairs_a_compiled_run_with_an_eager_one():
+    side_arguments = load_script("bench_policy").side_arguments
+    argv = ["--threads", "1", "--compile", "--compile-mode", "max-autotune", "--paired", "/tmp/old",
+            "--paired-eager", "--rounds=4", "--out", "r.json"]
+    other, this = side_arguments(argv, paired_eager=True)
+    assert this == ["--threads", "1", "--compile", "--compile-mode", "max-autotune"]
+    assert other == ["--threads", "1"]
+    other, this = side_arguments(["--compile", "--paired=/tmp/old"], paired_eager=False)
+    assert other == this == ["--compile"]
+
+
 def test_bench_train_reports_throughput_memory_and_flops():
     report = load_script("bench_train").main([
         "--image-size", "32", "--threads", "1", "--batch", "2", "--warmup", "1", "--steps", "1",

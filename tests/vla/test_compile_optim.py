@@ -1,12 +1,14 @@
-"""``vla.compile.compile_hot_paths`` keeps the policy network's actions (graph capture checked
-with the ``aot_eager`` backend, which traces like inductor without its slow C++ build)."""
+"""``GeoVLAModel.compile_sampling`` keeps the policy network's actions, captures the whole sampling
+as one graph, and still rejects bad input values (graph capture checked with the ``aot_eager`` and
+``eager`` backends, which trace like inductor without its slow C++ build)."""
 
+import pytest
 import torch
+import torch._dynamo
 from lerobot.configs.types import FeatureType, PolicyFeature
 
 from policies.configuration_geovla import GeoVLAConfig
 from policies.geovla_model import GeoVLAModel
-from vla.compile import compile_hot_paths
 
 
 def _model() -> GeoVLAModel:
@@ -18,17 +20,55 @@ def _model() -> GeoVLAModel:
     return GeoVLAModel(config).eval()
 
 
-def test_compiled_hot_paths_give_the_same_actions():
-    model = _model()
+def _inputs() -> tuple[torch.Tensor, ...]:
     torch.manual_seed(1)
-    inputs = (torch.rand(1, 2, 2, 3, 32, 32), torch.ones(1, 2, dtype=torch.bool),
-              torch.randint(3, 200, (1, 12)), torch.ones(1, 12, dtype=torch.bool), torch.randn(1, 4))
+    return (torch.rand(1, 2, 2, 3, 32, 32), torch.ones(1, 2, dtype=torch.bool),
+            torch.randint(3, 200, (1, 12)), torch.ones(1, 12, dtype=torch.bool), torch.randn(1, 4))
+
+
+def test_compiled_sampling_gives_the_same_actions():
+    model = _model()
+    inputs = _inputs()
     noise = torch.randn(1, model.config.chunk_size, model.config.max_action_dim)
     eager = model.sample_actions(*inputs, noise=noise)
-    compile_hot_paths(model, backend="aot_eager")
+    model.compile_sampling(backend="aot_eager")
     compiled = model.sample_actions(*inputs, noise=noise)
     torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
-    assert hasattr(model.geometry.aggregator, "_compiled_call_impl")
-    assert model.geometry.aggregator._compiled_call_impl is not None
     # names are unchanged: a compiled model loads an eager one's weights
     assert set(model.state_dict()) == set(_model().state_dict())
+
+
+def test_compiled_sampling_is_one_graph():
+    """Each graph break would leave eager ops and a guard check between graphs on every call."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    model = _model()
+    model.compile_sampling(backend="eager")
+    model.sample_actions(*_inputs())
+    breaks = dict(torch._dynamo.utils.counters["graph_break"])
+    assert not breaks, breaks
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+
+
+@pytest.mark.parametrize("bad", ["nan_image", "id_out_of_vocab", "empty_instruction", "nan_state"])
+def test_compiled_sampling_still_rejects_bad_values(bad):
+    model = _model()
+    model.compile_sampling(backend="eager")
+    images, camera_mask, ids, mask, state = _inputs()
+    if bad == "nan_image":
+        images[0, 1, 0, 0, 3, 3] = float("nan")
+    elif bad == "id_out_of_vocab":
+        ids[0, 2] = 10**7
+    elif bad == "empty_instruction":
+        mask[:] = False
+    else:
+        state[0, 1] = float("inf")
+    message = {"nan_image": "images contains NaN", "id_out_of_vocab": "instruction_ids must lie in",
+               "empty_instruction": "no valid token in batch rows", "nan_state": "state contains NaN"}[bad]
+    with pytest.raises(ValueError, match=message):
+        model.sample_actions(images, camera_mask, ids, mask, state)
+
+
+def test_cpp_wrapper_needs_inductor_without_a_mode():
+    with pytest.raises(ValueError, match="cpp_wrapper needs the inductor backend"):
+        _model().compile_sampling(backend="aot_eager", cpp_wrapper=True)

@@ -22,8 +22,9 @@ def mean_instruction_embedding(embeddings: torch.Tensor, mask: torch.Tensor) -> 
         )
     weights = mask.to(torch.float32)
     counts = weights.sum(dim=1, keepdim=True)  # [B, 1]
-    empty = (counts[:, 0] == 0).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(f"mask has no valid instruction token in batch rows {empty}")
+    if not torch.compiler.is_compiling():  # a host read, which would split a compiled graph
+        empty = (counts[:, 0] == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(f"mask has no valid instruction token in batch rows {empty}")
     total = torch.einsum("bl,bld->bd", weights, embeddings.to(torch.float32))
     return (total / counts).to(embeddings.dtype)
