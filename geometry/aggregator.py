@@ -128,7 +128,8 @@ class Aggregator(nn.Module):
         B, T, V, _, H, W = images.shape
         validate_camera("intrinsics", intrinsics, B, T, V, (3, 3))
         validate_camera("extrinsics", extrinsics, B, T, V, (3, 4))
-        patches = self._history.features(images, lambda x: self.patch_features(x, legacy), self._feature_weights_key())
+        key = None if torch.compiler.is_compiling() else self._feature_weights_key()  # data_ptr: not traceable
+        patches = self._history.features(images, lambda x: self.patch_features(x, legacy), key)
         C = patches.shape[-1]
         times = time_indices(first_step, T, c.max_time_steps, patches.device)
         patches = patches + self.time_embed(times).view(1, T, 1, 1, C) + self.view_embed.weight[:V].view(1, 1, V, 1, C)
@@ -151,6 +152,18 @@ class Aggregator(nn.Module):
         if self.view_mixer is not None and not legacy:
             patches = self.view_mixer(patches)
         return patches
+
+    def prepare_compiled_call(self, images: torch.Tensor) -> None:
+        """Eager work before a call inside ``torch.compile`` with `images` (as that call gets them):
+        decide whether it reuses the patch features of the time steps its history shares with the
+        last call (`HistoryFeatureCache.plan`; without a plan a compiled call computes them all),
+        and build this image size's RoPE tables. The graph then only reads these caches: filling
+        one inside it would make the next call, which finds it filled, a new graph."""
+        c = self.config
+        images, _ = validate_images(images, c.patch_size, c.max_views, c.max_time_steps)
+        self._history.plan(images, self._feature_weights_key())
+        H, W = images.shape[-2:]
+        self.frame_rope_tables((H // c.patch_size, W // c.patch_size), self.camera_token.dtype, images.device)
 
     def _feature_weights_key(self) -> tuple:
         """Changes when a weight of the patch embed or the ViewMixer changes (see `weights_key`)."""

@@ -26,30 +26,52 @@ class HistoryFeatureCache:
     ``features(images, compute, key)`` returns ``compute(images)``, computing only the last time
     step when the previous call's images shifted by one step equal this call's first T-1 steps
     and the weights (``key``) are unchanged. Used only without gradients (training always
-    computes everything) and never inside ``torch.compile``.
+    computes everything).
+
+    Inside ``torch.compile`` the comparison, which reads values, cannot run: there ``plan(images,
+    key)``, called eagerly just before the compiled call, takes the decision for the next
+    ``features`` call (which then ignores its ``key``). Without a plan a compiled call computes
+    every time step.
     """
 
     def __init__(self) -> None:
         self._images: Tensor | None = None
         self._features: Tensor | None = None
         self._key: tuple | None = None
+        self._planned_reuse = False
 
     def clear(self) -> None:
         self._images = self._features = self._key = None
+        self._planned_reuse = False
 
-    def features(self, images: Tensor, compute: Callable[[Tensor], Tensor], key: tuple) -> Tensor:
-        if torch.is_grad_enabled() or torch.compiler.is_compiling():
-            self.clear()
-            return compute(images)
+    def reusable(self, images: Tensor, key: tuple) -> bool:
         previous = self._images
-        reusable = (
+        return (
             previous is not None and key == self._key and previous.shape == images.shape
             and previous.dtype == images.dtype and previous.device == images.device and images.shape[1] > 1
             and torch.equal(previous[:, 1:], images[:, :-1])
         )
-        if reusable:
+
+    def plan(self, images: Tensor, key: tuple) -> None:
+        """Decide, eagerly, whether the next (compiled) ``features`` call reuses the last features;
+        the compiled graph sees only this flag (a guard on one bool: two compiled variants)."""
+        self._planned_reuse = self.reusable(images, key)
+        if not self._planned_reuse:  # nothing stored may outlive a failed call under the new key
+            self._images = self._features = None
+        self._key = key
+
+    def features(self, images: Tensor, compute: Callable[[Tensor], Tensor], key: tuple | None) -> Tensor:
+        if torch.is_grad_enabled():
+            self.clear()
+            return compute(images)
+        if torch.compiler.is_compiling():
+            reuse, self._planned_reuse = self._planned_reuse, False
+        else:
+            reuse = self.reusable(images, key)
+            self._key = key
+        if reuse:
             features = torch.cat([self._features[:, 1:], compute(images[:, -1:])], dim=1)
         else:
             features = compute(images)
-        self._images, self._features, self._key = images.clone(), features, key
+        self._images, self._features = images.clone(), features
         return features

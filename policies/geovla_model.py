@@ -75,8 +75,7 @@ class GeoVLAModel(nn.Module):
 
         spatial = spatial_mask = agg = None
         if self.geometry is not None:
-            present = camera_mask[:, None, :, None, None, None]
-            agg = self.geometry.aggregator(torch.where(present, images, 0.0))
+            agg = self.geometry.aggregator(self._geometry_images(images, camera_mask))
             if self.voxels is None:
                 spatial, spatial_mask = self.spatial(agg, camera_mask)
             elif scene is None:
@@ -125,6 +124,11 @@ class GeoVLAModel(nn.Module):
             losses.update({f"geometry_{name}": value.detach() for name, value in terms.items()})
         return losses
 
+    def _geometry_images(self, images: Tensor, camera_mask: Tensor) -> Tensor:
+        """What the aggregator reads: the history in the weights' dtype, missing cameras zeroed."""
+        present = camera_mask[:, None, :, None, None, None]
+        return torch.where(present, images.to(self.dtype), 0.0)
+
     def compile_sampling(self, backend: str = "inductor", mode: str | None = None,
                          cpp_wrapper: bool | None = None) -> None:
         """``torch.compile`` all of ``sample_actions`` (geometry, backbone, prefix pass and the
@@ -133,7 +137,8 @@ class GeoVLAModel(nn.Module):
         One graph lets inductor fuse across module borders and leaves no eager ops between graphs.
         The modules' checks that read tensor values (finite inputs, token ids in the vocabulary,
         placeholder counts) would split it, so they are skipped while compiling; a compiled
-        ``sample_actions`` checks its own inputs' values first, eagerly. ``backend``/``mode`` go to
+        ``sample_actions`` checks its own inputs' values first, eagerly, and fills the caches the
+        graph reads (the aggregator's history plan and RoPE tables, the fused expert weights). ``backend``/``mode`` go to
         ``torch.compile`` (``mode="reduce-overhead"``: CUDA graphs on a GPU). ``cpp_wrapper``
         (inductor without a mode) calls the kernels from generated C++ rather than Python, which
         removes most of the per-kernel overhead on a CPU; None turns it on for CPU weights. Shapes
@@ -164,6 +169,7 @@ class GeoVLAModel(nn.Module):
         if self._compiled_sample is None:
             return self._sample(images, camera_mask, instruction_ids, instruction_mask, state, noise, num_steps, scene)
         self._check_values(images, instruction_ids, instruction_mask, state, noise)
+        self._fill_caches(images, camera_mask)
         return self._compiled_sample(images, camera_mask, instruction_ids, instruction_mask, state, noise, num_steps,
                                      scene)
 
@@ -181,6 +187,15 @@ class GeoVLAModel(nn.Module):
         empty = (~instruction_mask.bool().any(dim=1)).nonzero().flatten().tolist()
         if empty:
             raise ValueError(f"instruction_mask has no valid token in batch rows {empty}")
+
+    def _fill_caches(self, images: Tensor, camera_mask: Tensor) -> None:
+        """Fill, eagerly, the Python-side caches that a compiled call only reads: one filled inside
+        the graph would make the next call, which finds it filled, compile a new graph."""
+        if self.geometry is not None:
+            self.geometry.aggregator.prepare_compiled_call(self._geometry_images(images, camera_mask))
+        fusion = self.action_model.fusion
+        if fusion.fuses_expert_weights(images.device):
+            fusion.fused_expert_weights()
 
     def _sample(self, images: Tensor, camera_mask: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
                 state: Tensor | None, noise: Tensor | None, num_steps: int | None,

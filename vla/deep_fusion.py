@@ -139,6 +139,13 @@ class DeepFusionDecoder(nn.Module):
         self.attention_dropout = float(getattr(llm.config, "attention_dropout", 0.0))
         self._expert_weights: list[FusedLayerWeights | None] = [None] * self.num_layers
 
+    @staticmethod
+    def fuses_expert_weights(device: torch.device) -> bool:
+        """Whether the denoising loop on ``device`` uses the fused expert weights: where ops, not
+        arithmetic, bound a step (CPU), and only without gradients. On a GPU the copies would cost
+        memory that CUDA graphs / torch.compile make unnecessary."""
+        return device.type == "cpu" and not torch.is_grad_enabled()
+
     def fused_expert_weights(self) -> list[FusedLayerWeights] | None:
         """The expert layers' fused q/k/v and gate/up weights, rebuilt where a source changed;
         None when a layer cannot be fused (e.g. LoRA)."""
@@ -201,10 +208,7 @@ class DeepFusionDecoder(nn.Module):
             prefix_len=length,
             suffix_rotary=self.rotary(prefix, suffix_position_ids),
             suffix_mask=fold_mask_for_groups(suffix_mask, self.groups),
-            # Fusing pays where ops, not arithmetic, bound a step (CPU); on a GPU the copies would
-            # cost memory that CUDA graphs / torch.compile make unnecessary.
-            expert_weights=(self.fused_expert_weights()
-                            if prefix.device.type == "cpu" and not torch.is_grad_enabled() else None),
+            expert_weights=self.fused_expert_weights() if self.fuses_expert_weights(prefix.device) else None,
         )
         rotary = self.rotary(prefix, prefix_position_ids)
         self._run([(self.llm, prefix)], rotary, fold_mask_for_groups(prefix_mask, self.groups), cache)

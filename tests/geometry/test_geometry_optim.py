@@ -8,6 +8,7 @@ from geometry.aggregator import Aggregator
 from geometry.causal import time_causal_mask
 from geometry.config import make_config
 from geometry.dynamics_mask import DynamicsMask
+from geometry.history_features import HistoryFeatureCache
 from geometry.layers import Attention, RotaryPositionEmbedding2D, grid_positions
 
 ROPE_TOL = dict(atol=1e-6, rtol=0)
@@ -144,3 +145,17 @@ def test_history_reuse_follows_weight_updates_and_never_runs_with_gradients():
         model(torch.cat([f2, f0], dim=1))
         model(torch.cat([f0, f1], dim=1))
     assert seen[-2:] == [6, 6]
+
+
+@torch.no_grad()
+def test_history_plan_reuses_only_under_the_same_weights_and_keeps_nothing_stale():
+    """``plan`` decides a compiled call's reuse eagerly; under new weights it drops the stored
+    features at once, so a call that then fails cannot leave them to be reused under the new key."""
+    cache = HistoryFeatureCache()
+    frames = [torch.rand(1, 1, 2, 3, 4, 4) for _ in range(3)]
+    cache.features(torch.cat(frames[:2], dim=1), lambda x: x.flatten(3), key=("weights", 1))
+    cache.plan(torch.cat(frames[1:], dim=1), ("weights", 1))
+    assert cache._planned_reuse
+    cache.plan(torch.cat(frames[1:], dim=1), ("weights", 2))
+    assert not cache._planned_reuse
+    assert not cache.reusable(torch.cat(frames[1:], dim=1), ("weights", 2))

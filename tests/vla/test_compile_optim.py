@@ -38,16 +38,23 @@ def test_compiled_sampling_gives_the_same_actions():
     assert set(model.state_dict()) == set(_model().state_dict())
 
 
-def test_compiled_sampling_is_one_graph():
-    """Each graph break would leave eager ops and a guard check between graphs on every call."""
+def test_compiled_sampling_is_one_graph_with_two_variants():
+    """Each graph break would leave eager ops and a guard check between graphs on every call; a
+    cache filled inside the graph would make later calls compile new graphs. A sliding history
+    needs two variants: with and without reusing the shared frames' patch features."""
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     model = _model()
     model.compile_sampling(backend="eager")
-    model.sample_actions(*_inputs())
-    breaks = dict(torch._dynamo.utils.counters["graph_break"])
-    assert not breaks, breaks
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    _, camera_mask, ids, mask, state = _inputs()
+    frames = [torch.rand(1, 1, 2, 3, 32, 32) for _ in range(4)]
+    model.sample_actions(torch.cat(frames[:2], dim=1), camera_mask, ids, mask, state)
+    counters = torch._dynamo.utils.counters
+    assert not dict(counters["graph_break"]), dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] == 1
+    for history in (frames[1:3], frames[2:4], [frames[0], frames[3]], frames[:2]):  # slides, a jump
+        model.sample_actions(torch.cat(history, dim=1), camera_mask, ids, mask, state)
+    assert counters["stats"]["unique_graphs"] == 2
 
 
 @pytest.mark.parametrize("bad", ["nan_image", "id_out_of_vocab", "empty_instruction", "nan_state"])
@@ -72,3 +79,29 @@ def test_compiled_sampling_still_rejects_bad_values(bad):
 def test_cpp_wrapper_needs_inductor_without_a_mode():
     with pytest.raises(ValueError, match="cpp_wrapper needs the inductor backend"):
         _model().compile_sampling(backend="aot_eager", cpp_wrapper=True)
+
+
+def test_compiled_sampling_reuses_the_frames_a_sliding_history_shares():
+    """The aggregator embeds only the newest time step when the history slid by one, compiled too
+    (the reuse is decided eagerly before the graph), with the eager model's actions."""
+    model = _model()
+    embedded: list[int] = []  # frames per patch-embed call
+    model.geometry.aggregator.patch_embed.register_forward_pre_hook(lambda m, args: embedded.append(args[0].shape[0]))
+    torch.manual_seed(2)
+    frames = [torch.rand(1, 1, 2, 3, 32, 32) for _ in range(3)]
+    _, camera_mask, ids, mask, state = _inputs()
+    noise = torch.randn(1, model.config.chunk_size, model.config.max_action_dim)
+
+    def slide() -> list[torch.Tensor]:
+        model.geometry.aggregator._history.clear()
+        embedded.clear()
+        return [model.sample_actions(torch.cat(frames[i:i + 2], dim=1), camera_mask, ids, mask, state, noise=noise)
+                for i in range(2)]
+
+    eager = slide()
+    assert embedded == [4, 2]  # 2 views x 2 steps, then the newest step only
+    model.compile_sampling(backend="eager")
+    compiled = slide()
+    assert embedded == [4, 2]
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
