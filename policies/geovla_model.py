@@ -138,11 +138,14 @@ class GeoVLAModel(nn.Module):
         The modules' checks that read tensor values (finite inputs, token ids in the vocabulary,
         placeholder counts) would split it, so they are skipped while compiling; a compiled
         ``sample_actions`` checks its own inputs' values first, eagerly, and fills the caches the
-        graph reads (the aggregator's history plan and RoPE tables, the fused expert weights). ``backend``/``mode`` go to
-        ``torch.compile`` (``mode="reduce-overhead"``: CUDA graphs on a GPU). ``cpp_wrapper``
-        (inductor without a mode) calls the kernels from generated C++ rather than Python, which
-        removes most of the per-kernel overhead on a CPU; None turns it on for CPU weights. Shapes
-        are static: a new camera count, history or instruction length, or batch size recompiles.
+        graph reads (the aggregator's history plan and RoPE tables, the fused expert weights).
+
+        ``backend``/``mode`` go to ``torch.compile`` (``mode="reduce-overhead"``: CUDA graphs on a
+        GPU). ``cpp_wrapper`` (inductor without a mode) calls the kernels from generated C++ rather
+        than Python, which removes most of the per-kernel overhead on a CPU; None turns it on for
+        CPU weights. Shapes are static: a new camera count, history or instruction length, or batch
+        size recompiles; a sliding history compiles two variants (with and without the reuse of
+        the shared frames' patch features).
         """
         options = None
         if backend == "inductor" and mode is None:
