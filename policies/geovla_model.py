@@ -20,6 +20,7 @@ from policies.voxel_tokens import VoxelSpatialTokens
 from vla.action_model import DeepFusionActionModel
 from vla.backbone.backbone import FiLMDualBackbone
 from vla.backbone.language import mean_instruction_embedding
+from vla.checks import check_finite, check_rows_not_empty, check_token_ids
 from vla.prefix import Prefix
 
 MAX_VALID_DEPTH = 5.0  # metres; farther pixels (background) carry no depth supervision
@@ -178,18 +179,12 @@ class GeoVLAModel(nn.Module):
 
     def _check_values(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
                       state: Tensor | None, noise: Tensor | None) -> None:
-        """The value checks that the modules skip inside a compiled call."""
+        """The value checks that the modules skip inside a compiled call (``vla.checks``)."""
         for name, tensor in (("images", images), ("state", state), ("noise", noise)):
-            if tensor is not None and tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise ValueError(f"{name} contains NaN or Inf values")
+            check_finite(name, tensor)
         vocab = self.action_model.fusion.llm.get_input_embeddings().num_embeddings
-        if instruction_ids.numel():
-            low, high = int(instruction_ids.min()), int(instruction_ids.max())
-            if low < 0 or high >= vocab:
-                raise ValueError(f"instruction_ids must lie in [0, {vocab}), got [{low}, {high}]")
-        empty = (~instruction_mask.bool().any(dim=1)).nonzero().flatten().tolist()
-        if empty:
-            raise ValueError(f"instruction_mask has no valid token in batch rows {empty}")
+        check_token_ids("instruction_ids", instruction_ids, vocab)
+        check_rows_not_empty("instruction_mask", instruction_mask)
 
     def _fill_caches(self, images: Tensor, camera_mask: Tensor) -> None:
         """Fill, eagerly, the Python-side caches that a compiled call only reads: one filled inside

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from transformers import PreTrainedTokenizerBase
 
+from vla.checks import check_finite, check_token_ids, values_checked
 from vla.config import DeepFusionConfig
 from vla.deep_fusion import DeepFusionDecoder, ExpertDecoder
 from vla.flow_matching import (
@@ -30,19 +31,6 @@ from vla.masks import (
 from vla.prefix import Prefix, insert_placeholders, scatter_tokens
 from vla.pretrained import build_language_model
 from vla.tokenizer import IMAGE_TOKEN, SPATIAL_TOKEN
-
-
-def _values_checked() -> bool:
-    """Whether checks that read tensor values run: not inside ``torch.compile``, where such a read
-    splits the graph; a compiled caller checks its inputs before (``GeoVLAModel.compile_sampling``)."""
-    return not torch.compiler.is_compiling()
-
-
-def _check_finite(name: str, tensor: Tensor | None) -> None:
-    if tensor is None or not tensor.is_floating_point() or not _values_checked():
-        return
-    if not bool(torch.isfinite(tensor).all()):
-        raise ValueError(f"{name} contains NaN or Inf values")
 
 
 def _repeat_rows(tensor: Tensor | None, copies: int) -> Tensor | None:
@@ -124,13 +112,10 @@ class DeepFusionActionModel(nn.Module):
                 f"and {tuple(attention_mask.shape)}"
             )
         vocab = self.fusion.llm.get_input_embeddings().num_embeddings
-        if input_ids.numel() and _values_checked():
-            low, high = int(input_ids.min()), int(input_ids.max())
-            if low < 0 or high >= vocab:
-                raise ValueError(f"input_ids must lie in [0, {vocab}), got [{low}, {high}]")
-        _check_finite("visual_tokens", visual_tokens)
-        _check_finite("spatial_tokens", spatial_tokens)
-        if spatial_tokens is not None and _values_checked() and not bool((input_ids == self.spatial_token_id).any()):
+        check_token_ids("input_ids", input_ids, vocab)
+        check_finite("visual_tokens", visual_tokens)
+        check_finite("spatial_tokens", spatial_tokens)
+        if spatial_tokens is not None and values_checked() and not bool((input_ids == self.spatial_token_id).any()):
             input_ids, attention_mask = insert_placeholders(
                 input_ids, attention_mask, spatial_tokens.shape[1], self.spatial_token_id, self.image_token_id
             )
@@ -215,7 +200,7 @@ class DeepFusionActionModel(nn.Module):
             ``{"loss": scalar, "flow_matching_loss": scalar, "loss_per_sample": [B]}`` (the
             per-sample loss is the mean over the ``K`` draws).
         """
-        _check_finite("prefix.embeds", prefix.embeds)
+        check_finite("prefix.embeds", prefix.embeds)
         batch = prefix.embeds.shape[0]
         copies = samples or self.config.flow_samples
         if copies < 1:
@@ -273,7 +258,7 @@ class DeepFusionActionModel(nn.Module):
         Returns:
             ``[B, H, action_dim or max_action_dim]``.
         """
-        _check_finite("prefix.embeds", prefix.embeds)
+        check_finite("prefix.embeds", prefix.embeds)
         batch = prefix.embeds.shape[0]
         state = self._prepare_state(state, batch)
         noise = self._prepare_noise(noise, batch, generator)
@@ -357,7 +342,7 @@ class DeepFusionActionModel(nn.Module):
         horizon = self.config.action_horizon
         if actions.dim() != 3 or actions.shape[0] != batch or actions.shape[1] != horizon:
             raise ValueError(f"actions must be [B={batch}, H={horizon}, A], got {tuple(actions.shape)}")
-        _check_finite("actions", actions)
+        check_finite("actions", actions)
         return _pad_last_dim("actions", actions.float(), self.config.max_action_dim)
 
     def _prepare_state(self, state: Tensor | None, batch: int) -> Tensor | None:
@@ -371,7 +356,7 @@ class DeepFusionActionModel(nn.Module):
             )
         if state.dim() != 2 or state.shape[0] != batch:
             raise ValueError(f"state must be [B={batch}, state_dim], got {tuple(state.shape)}")
-        _check_finite("state", state)
+        check_finite("state", state)
         return _pad_last_dim("state", state.float(), self.config.max_state_dim)
 
     def _prepare_noise(self, noise: Tensor | None, batch: int, generator: torch.Generator | None) -> Tensor:
@@ -381,5 +366,5 @@ class DeepFusionActionModel(nn.Module):
             return torch.randn(shape, generator=generator, device=device)
         if tuple(noise.shape) != shape:
             raise ValueError(f"noise must be {shape}, got {tuple(noise.shape)}")
-        _check_finite("noise", noise)
+        check_finite("noise", noise)
         return noise.to(device=device, dtype=torch.float32)

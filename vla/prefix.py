@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from vla.checks import values_checked
+
 
 @dataclass
 class Prefix:
@@ -95,8 +97,7 @@ def scatter_tokens(
         )
     slots = input_ids == token_id
     counts = slots.sum(dim=1)
-    # A host read, which would split a compiled graph (the compiled caller builds the ids itself).
-    if not torch.compiler.is_compiling() and bool((counts != n_tokens).any()):
+    if values_checked() and bool((counts != n_tokens).any()):
         raise ValueError(
             f"{name}: each row of input_ids needs {n_tokens} placeholder ids {token_id}, "
             f"got counts {counts.tolist()}"

@@ -71,7 +71,7 @@ def test_compiled_sampling_still_rejects_bad_values(bad):
     else:
         state[0, 1] = float("inf")
     message = {"nan_image": "images contains NaN", "id_out_of_vocab": "instruction_ids must lie in",
-               "empty_instruction": "no valid token in batch rows", "nan_state": "state contains NaN"}[bad]
+               "empty_instruction": "instruction_mask has no valid instruction token", "nan_state": "state contains NaN"}[bad]
     with pytest.raises(ValueError, match=message):
         model.sample_actions(images, camera_mask, ids, mask, state)
 

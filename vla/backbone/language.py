@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from vla.checks import check_rows_not_empty
+
 
 def mean_instruction_embedding(embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of the LLM input embeddings over the valid (non-padding) instruction tokens.
@@ -22,9 +24,6 @@ def mean_instruction_embedding(embeddings: torch.Tensor, mask: torch.Tensor) -> 
         )
     weights = mask.to(torch.float32)
     counts = weights.sum(dim=1, keepdim=True)  # [B, 1]
-    if not torch.compiler.is_compiling():  # a host read, which would split a compiled graph
-        empty = (counts[:, 0] == 0).nonzero().flatten().tolist()
-        if empty:
-            raise ValueError(f"mask has no valid instruction token in batch rows {empty}")
+    check_rows_not_empty("mask", mask)
     total = torch.einsum("bl,bld->bd", weights, embeddings.to(torch.float32))
     return (total / counts).to(embeddings.dtype)
