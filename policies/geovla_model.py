@@ -20,7 +20,7 @@ from policies.voxel_tokens import VoxelSpatialTokens
 from vla.action_model import DeepFusionActionModel
 from vla.backbone.backbone import FiLMDualBackbone
 from vla.backbone.language import mean_instruction_embedding
-from vla.checks import check_finite, check_rows_not_empty, check_token_ids
+from vla.checks import check_finite, check_instruction_mask, check_token_ids
 from vla.prefix import Prefix
 
 MAX_VALID_DEPTH = 5.0  # metres; farther pixels (background) carry no depth supervision
@@ -184,7 +184,7 @@ class GeoVLAModel(nn.Module):
             check_finite(name, tensor)
         vocab = self.action_model.fusion.llm.get_input_embeddings().num_embeddings
         check_token_ids("instruction_ids", instruction_ids, vocab)
-        check_rows_not_empty("instruction_mask", instruction_mask)
+        check_instruction_mask("instruction_mask", instruction_mask)
 
     def _fill_caches(self, images: Tensor, camera_mask: Tensor) -> None:
         """Fill, eagerly, the Python-side caches that a compiled call only reads: one filled inside

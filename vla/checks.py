@@ -32,8 +32,9 @@ def check_token_ids(name: str, ids: Tensor, vocab_size: int) -> None:
         raise ValueError(f"{name} must lie in [0, {vocab_size}), got [{low}, {high}]")
 
 
-def check_rows_not_empty(name: str, mask: Tensor) -> None:
-    """ValueError naming ``name`` and the batch rows of ``mask [B, L]`` with no valid token."""
+def check_instruction_mask(name: str, mask: Tensor) -> None:
+    """ValueError naming ``name`` and the batch rows of an instruction ``mask [B, L]`` that hold no
+    valid token."""
     if not values_checked():
         return
     empty = (~mask.bool().any(dim=1)).nonzero().flatten().tolist()

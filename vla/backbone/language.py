@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from vla.checks import check_rows_not_empty
+from vla.checks import check_instruction_mask
 
 
 def mean_instruction_embedding(embeddings: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -24,6 +24,6 @@ def mean_instruction_embedding(embeddings: torch.Tensor, mask: torch.Tensor) -> 
         )
     weights = mask.to(torch.float32)
     counts = weights.sum(dim=1, keepdim=True)  # [B, 1]
-    check_rows_not_empty("mask", mask)
+    check_instruction_mask("mask", mask)
     total = torch.einsum("bl,bld->bd", weights, embeddings.to(torch.float32))
     return (total / counts).to(embeddings.dtype)
