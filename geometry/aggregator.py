@@ -158,9 +158,11 @@ class Aggregator(nn.Module):
         decide whether it reuses the patch features of the time steps its history shares with the
         last call (`HistoryFeatureCache.plan`; without a plan a compiled call computes them all),
         and build this image size's RoPE tables. The graph then only reads these caches: filling
-        one inside it would make the next call, which finds it filled, a new graph."""
+        one inside it would make the next call, which finds it filled, a new graph. It checks no
+        values: the graph skips those checks too, so its caller checks its inputs (as
+        `GeoVLAModel.sample_actions` does)."""
         c = self.config
-        images, _ = validate_images(images, c.patch_size, c.max_views, c.max_time_steps)
+        images, _ = validate_images(images, c.patch_size, c.max_views, c.max_time_steps, check_values=False)
         self._history.plan(images, self._feature_weights_key())
         H, W = images.shape[-2:]
         self.frame_rope_tables((H // c.patch_size, W // c.patch_size), self.camera_token.dtype, images.device)

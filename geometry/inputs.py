@@ -7,12 +7,13 @@ import torch
 CAMERA_PARAM_DIM = 19
 
 
-def validate_images(images: torch.Tensor, patch_size: int, max_views: int, max_time_steps: int) -> tuple[torch.Tensor, bool]:
+def validate_images(images: torch.Tensor, patch_size: int, max_views: int, max_time_steps: int,
+                    check_values: bool = True) -> tuple[torch.Tensor, bool]:
     """Check `images` and return them as `[B, T, V, 3, H, W]` plus whether the input was legacy.
 
     Legacy `[B, S, 3, H, W]` becomes `[B, S, 1, 3, H, W]` (T = S, V = 1). Raises ValueError on a
     wrong rank, channel count, size that is not a multiple of the patch, T or V above the maxima,
-    or non-finite values (not checked inside ``torch.compile``).
+    or non-finite values (with `check_values`; never inside ``torch.compile``).
     """
     if not isinstance(images, torch.Tensor):
         raise ValueError(f"images must be a torch.Tensor, got {type(images).__name__}")
@@ -36,7 +37,8 @@ def validate_images(images: torch.Tensor, patch_size: int, max_views: int, max_t
     if not images.is_floating_point():
         raise ValueError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
     # The finiteness check reads values on the host; a torch.compile'd caller checks its inputs before.
-    if images.device.type != "meta" and not torch.compiler.is_compiling() and not torch.isfinite(images).all():
+    if (check_values and images.device.type != "meta" and not torch.compiler.is_compiling()
+            and not torch.isfinite(images).all()):
         raise ValueError("images contain NaN or infinite values")
     return images, legacy
 

@@ -26,6 +26,22 @@ from vla.prefix import Prefix
 MAX_VALID_DEPTH = 5.0  # metres; farther pixels (background) carry no depth supervision
 
 
+def inductor_options(device: torch.device, cpp_wrapper: bool | None = None) -> dict[str, object]:
+    """Inductor options of a compiled sampling on ``device``: the C++ wrapper (None: on a CPU
+    only) and, on a CPU, kernels built for the current ``torch.get_num_threads()``.
+
+    Inductor writes the thread count into each CPU kernel's OpenMP pragma but leaves it out of its
+    cache key, so without the explicit count a graph compiled once under 1 thread runs its kernels
+    on 1 thread under any count after a cache hit (and one compiled under 2 oversubscribes a
+    1-thread process).
+    """
+    on_cpu = device.type == "cpu"
+    options: dict[str, object] = {"cpp_wrapper": on_cpu if cpp_wrapper is None else cpp_wrapper}
+    if on_cpu:
+        options["cpp.threads"] = torch.get_num_threads()
+    return options
+
+
 class GeoVLAModel(nn.Module):
     """Camera history + instruction + state → action chunk (flow matching).
 
@@ -142,20 +158,21 @@ class GeoVLAModel(nn.Module):
         graph reads (the aggregator's history plan and RoPE tables, the fused expert weights).
 
         ``backend``/``mode`` go to ``torch.compile`` (``mode="reduce-overhead"``: CUDA graphs on a
-        GPU). ``cpp_wrapper`` (inductor without a mode) calls the kernels from generated C++ rather
+        GPU). ``cpp_wrapper`` (inductor only) calls the kernels from generated C++ rather
         than Python, which removes most of the per-kernel overhead on a CPU; None turns it on for
-        CPU weights. Shapes are static: a new camera count, history or instruction length, or batch
-        size recompiles; a sliding history compiles two variants (with and without the reuse of
-        the shared frames' patch features).
+        CPU weights. CPU kernels are built for the torch thread count at this call
+        (``inductor_options``). Shapes are static: a new camera count, history or instruction
+        length, or batch size recompiles; a sliding history compiles two variants (with and
+        without the reuse of the shared frames' patch features).
         """
-        options = None
-        if backend == "inductor" and mode is None:
-            on_cpu = self.action_model.action_in_proj.weight.device.type == "cpu"
-            options = {"cpp_wrapper": on_cpu if cpp_wrapper is None else cpp_wrapper}
+        if backend == "inductor":  # the mode as its options (torch.compile takes one or the other)
+            options = {**torch._inductor.list_mode_options(mode or "default"),
+                       **inductor_options(self.action_model.action_in_proj.weight.device, cpp_wrapper)}
+            self._compiled_sample = torch.compile(self._sample, backend=backend, options=options, dynamic=False)
         elif cpp_wrapper:
-            raise ValueError(f"cpp_wrapper needs the inductor backend without a mode, got {backend=}, {mode=}")
-        self._compiled_sample = torch.compile(self._sample, backend=backend, mode=mode, options=options,
-                                              dynamic=False)
+            raise ValueError(f"cpp_wrapper needs the inductor backend, got {backend=}")
+        else:
+            self._compiled_sample = torch.compile(self._sample, backend=backend, mode=mode, dynamic=False)
 
     @torch.no_grad()
     def sample_actions(

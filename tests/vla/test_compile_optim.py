@@ -8,7 +8,7 @@ import torch._dynamo
 from lerobot.configs.types import FeatureType, PolicyFeature
 
 from policies.configuration_geovla import GeoVLAConfig
-from policies.geovla_model import GeoVLAModel
+from policies.geovla_model import GeoVLAModel, inductor_options
 
 
 def _model() -> GeoVLAModel:
@@ -76,9 +76,34 @@ def test_compiled_sampling_still_rejects_bad_values(bad):
         model.sample_actions(images, camera_mask, ids, mask, state)
 
 
-def test_cpp_wrapper_needs_inductor_without_a_mode():
+def test_cpp_wrapper_needs_inductor():
     with pytest.raises(ValueError, match="cpp_wrapper needs the inductor backend"):
         _model().compile_sampling(backend="aot_eager", cpp_wrapper=True)
+
+
+def test_cpu_kernels_run_on_the_thread_count_they_are_compiled_for(tmp_path, monkeypatch):
+    """Inductor's cache does not tell thread counts apart; ``inductor_options`` does. A function
+    compiled under 1 thread, then again under 2 in a fresh process's cache state, gets 2-thread
+    kernels (without the option the second compile finds the first in the cache)."""
+    from torch._inductor.utils import fresh_inductor_cache, run_and_get_code
+
+    def pointwise(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.gelu(x) * 2 + 1
+
+    x = torch.randn(256, 1024)
+    pragmas = {}
+    previous = torch.get_num_threads()
+    try:
+        with fresh_inductor_cache(dir=str(tmp_path)):
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                torch._dynamo.reset()  # a new compile, as in a new process; the on-disk cache stays
+                compiled = torch.compile(pointwise, options=inductor_options(x.device, cpp_wrapper=False))
+                _, (code, *_) = run_and_get_code(compiled, x)
+                pragmas[threads] = "#pragma omp parallel num_threads(2)" in code
+    finally:
+        torch.set_num_threads(previous)
+    assert pragmas == {1: False, 2: True}
 
 
 def test_compiled_sampling_reuses_the_frames_a_sliding_history_shares():
