@@ -28,6 +28,19 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups:
     return out
 
 
+def head_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """`norm(x)` for the q/k norm over the head size. Under ``torch.compile`` a LayerNorm is written
+    out as two means: inductor's CPU kernel for `native_layer_norm` over a 16-wide head is slow
+    (tiny preset, 414 tokens: 254 us for the norms and RoPE of q and k, 67 us written out)."""
+    if not (isinstance(norm, nn.LayerNorm) and torch.compiler.is_compiling()):
+        return norm(x)
+    centred = x - x.mean(-1, keepdim=True)
+    out = centred * torch.rsqrt(centred.square().mean(-1, keepdim=True) + norm.eps)
+    if norm.weight is not None:
+        out = out * norm.weight
+    return out + norm.bias if norm.bias is not None else out
+
+
 class Attention(nn.Module):
     """`[B, N, C] -> [B, N, C]`; parameter names (qkv, q_norm, k_norm, proj) follow VGGT.
 
@@ -54,7 +67,7 @@ class Attention(nn.Module):
     def prepare_keys(self, k: torch.Tensor, pos: torch.Tensor | RotaryTables | None) -> torch.Tensor:
         """Raw keys `[B, heads, N, D]` -> normalised and rotated (positions `[B, N, 2]` or
         `[B, heads, N, 2]`, or their `RotaryTables`)."""
-        k = self.k_norm(k)
+        k = head_norm(self.k_norm, k)
         return self.rope(k, pos) if self.rope is not None and pos is not None else k
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | RotaryTables | None = None,
@@ -62,7 +75,7 @@ class Attention(nn.Module):
                 cache: KVCache | None = None) -> torch.Tensor | tuple[torch.Tensor, KV]:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q = self.q_norm(q)
+        q = head_norm(self.q_norm, q)
         if self.rope is not None and pos is not None:
             q = self.rope(q, pos)
         if cache is not None:

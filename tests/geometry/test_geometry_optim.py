@@ -1,5 +1,6 @@
-"""The aggregator's fast paths equal their references: precomputed RoPE tables (tolerance 1e-6)
-and per-query-group dynamics-mask attention instead of a dense float bias (tolerance 1e-5)."""
+"""The aggregator's fast paths equal their references: precomputed RoPE tables (tolerance 1e-6),
+per-query-group dynamics-mask attention instead of a dense float bias (tolerance 1e-5), and the
+q/k LayerNorm written out under ``torch.compile`` (tolerance 1e-6)."""
 
 import pytest
 import torch
@@ -50,6 +51,24 @@ def test_rope_tables_equal_reference():
 def _dense_mask(dm: DynamicsMask, mask_prob, layer, S, N, ps, causal):
     bias = dm.bias(mask_prob, layer, S, N, ps)
     return bias if causal is None else bias.masked_fill(~causal, float("-inf"))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_compiled_qk_norm_equals_layer_norm(bias):
+    """Under compile (traced with aot_eager, which runs the same written-out norm as inductor)
+    the attention keeps the eager output, trained-looking norm weights and biases included."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    attention = Attention(64, 4, rope=RotaryPositionEmbedding2D())
+    for norm in (attention.q_norm, attention.k_norm):
+        norm.__init__(16, bias=bias)
+        torch.nn.init.normal_(norm.weight, 1.0, 0.3)
+        if bias:
+            torch.nn.init.normal_(norm.bias, 0.0, 0.3)
+    x = 3 * torch.randn(2, 69, 64) + 1
+    pos = grid_positions(2, 8, 8, 5)
+    compiled = torch.compile(attention, backend="aot_eager", fullgraph=True)
+    torch.testing.assert_close(compiled(x, pos=pos), attention(x, pos=pos), **ROPE_TOL)
 
 
 @pytest.mark.parametrize("causal", [False, True])
