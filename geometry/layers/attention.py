@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geometry.layers.norm import LayerNorm
 from geometry.layers.rope import RotaryPositionEmbedding2D, RotaryTables
 
 if TYPE_CHECKING:
@@ -28,19 +29,6 @@ def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups:
     return out
 
 
-def head_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """`norm(x)` for the q/k norm over the head size. Under ``torch.compile`` a LayerNorm is written
-    out as two means: inductor's CPU kernel for `native_layer_norm` over a 16-wide head is slow
-    (tiny preset, 414 tokens: 254 us for the norms and RoPE of q and k, 67 us written out)."""
-    if not (isinstance(norm, nn.LayerNorm) and torch.compiler.is_compiling()):
-        return norm(x)
-    centred = x - x.mean(-1, keepdim=True)
-    out = centred * torch.rsqrt(centred.square().mean(-1, keepdim=True) + norm.eps)
-    if norm.weight is not None:
-        out = out * norm.weight
-    return out + norm.bias if norm.bias is not None else out
-
-
 class Attention(nn.Module):
     """`[B, N, C] -> [B, N, C]`; parameter names (qkv, q_norm, k_norm, proj) follow VGGT.
 
@@ -59,15 +47,15 @@ class Attention(nn.Module):
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.q_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
-        self.k_norm = nn.LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.q_norm = LayerNorm(self.head_dim) if qk_norm else nn.Identity()
+        self.k_norm = LayerNorm(self.head_dim) if qk_norm else nn.Identity()
         self.proj = nn.Linear(dim, dim)
         self.rope = rope
 
     def prepare_keys(self, k: torch.Tensor, pos: torch.Tensor | RotaryTables | None) -> torch.Tensor:
         """Raw keys `[B, heads, N, D]` -> normalised and rotated (positions `[B, N, 2]` or
         `[B, heads, N, 2]`, or their `RotaryTables`)."""
-        k = head_norm(self.k_norm, k)
+        k = self.k_norm(k)
         return self.rope(k, pos) if self.rope is not None and pos is not None else k
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | RotaryTables | None = None,
@@ -75,7 +63,7 @@ class Attention(nn.Module):
                 cache: KVCache | None = None) -> torch.Tensor | tuple[torch.Tensor, KV]:
         B, N, C = x.shape
         q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q = head_norm(self.q_norm, q)
+        q = self.q_norm(q)
         if self.rope is not None and pos is not None:
             q = self.rope(q, pos)
         if cache is not None:

@@ -9,6 +9,7 @@ from torch import nn
 
 from geometry.layers.attention import KV, Attention, GroupMasks
 from geometry.layers.mlp import Mlp
+from geometry.layers.norm import LayerNorm
 from geometry.layers.rope import RotaryPositionEmbedding2D, RotaryTables
 
 if TYPE_CHECKING:
@@ -33,10 +34,10 @@ class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  qk_norm: bool = True, init_values: float = 0.01, rope: RotaryPositionEmbedding2D | None = None) -> None:
         super().__init__()
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, qk_norm=qk_norm, rope=rope)
         self.ls1 = LayerScale(dim, init_values)
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.ls2 = LayerScale(dim, init_values)
 
