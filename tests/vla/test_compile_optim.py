@@ -81,9 +81,9 @@ def test_cpp_wrapper_needs_inductor():
         _model().compile_sampling(backend="aot_eager", cpp_wrapper=True)
 
 
-def test_cpu_kernels_run_on_the_thread_count_they_are_compiled_for(tmp_path, monkeypatch):
+def test_cpu_kernels_run_on_the_thread_count_they_are_compiled_for(tmp_path):
     """Inductor's cache does not tell thread counts apart; ``inductor_options`` does. A function
-    compiled under 1 thread, then again under 2 in a fresh process's cache state, gets 2-thread
+    compiled under 1 thread, then again under 2 with the same on-disk cache, gets 2-thread
     kernels (without the option the second compile finds the first in the cache)."""
     from torch._inductor.utils import fresh_inductor_cache, run_and_get_code
 
