@@ -9,9 +9,10 @@ parameter count. Each one resizes the frames as it does on a robot (pi0 pads to 
 to its VLM's 512 px); geovla keeps its ``--n-obs-steps`` history (2: the previous and current
 frames) and pads nothing. ``speedup_vs_pi0`` is pi0's median over each policy's median.
 
-LeRobot's pi0 runs on a patched transformers that its ``lerobot[pi]`` extra installs from git;
-where that is missing (PyPI's transformers, as in this project's environment) pi0 is reported as
-``{"unavailable": reason}`` and the others are still timed.
+LeRobot's pi0 is written for the openpi fork of transformers that its ``lerobot[pi]`` extra
+installs from git; on PyPI's release (this project's environment) it runs through
+``lerobot_pi0_compat.openpi_transformers``, which supplies the four hooks pi0 needs from the fork
+(its ``"transformers"`` entry says which was used).
 
 Precision with ``--dtype bfloat16``, as each stack is deployed: pi0 with ``dtype="bfloat16"``
 (its own mix: norms and the patch embedding stay float32), smolvla with its VLM and expert in
@@ -50,6 +51,7 @@ from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_LAN
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_policy import ACTION_DIM, STATE_DIM, build_policy, emit, peak_memory_mb, select_device, synchronize  # noqa: E402
+from lerobot_pi0_compat import fork_installed, openpi_transformers  # noqa: E402
 
 POLICIES = ("pi0", "smolvla", "geovla-tiny", "geovla-small", "geovla-full")
 DEFAULT_POLICIES = ("pi0", "smolvla", "geovla-small", "geovla-full")
@@ -121,19 +123,6 @@ def features(cameras: int, size: int) -> tuple[dict[str, PolicyFeature], dict[st
     inputs = {f"observation.images.cam{i}": PolicyFeature(FeatureType.VISUAL, (3, size, size)) for i in range(cameras)}
     inputs[OBS_STATE] = PolicyFeature(FeatureType.STATE, (STATE_DIM,))
     return inputs, {ACTION: PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))}
-
-
-def pi0_unavailable() -> str | None:
-    """Why LeRobot's pi0 cannot be built here, or None: it runs on a patched transformers (the
-    ``lerobot[pi]`` extra installs a branch from git), whose marker module PyPI's release lacks."""
-    try:
-        from transformers.models.siglip import check
-    except ImportError:
-        return ("LeRobot's pi0 needs the openpi-patched transformers of the lerobot[pi] extra (a git "
-                "install; PyPI's transformers lacks transformers.models.siglip.check)")
-    if not check.check_whether_transformers_replace_is_installed_correctly():
-        return "the openpi-patched transformers is installed incorrectly (its own check fails)"
-    return None
 
 
 def build_pi0(args: argparse.Namespace) -> tuple[Any, int]:
@@ -219,21 +208,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.policies:
-            if name == "pi0" and (reason := pi0_unavailable()) is not None:
-                results[name] = {"unavailable": reason}
-                continue
             torch.manual_seed(args.seed)
-            # Built on the device (random init of billions of weights is slow on a CPU); LeRobot
-            # prints while building, and stdout is the JSON.
-            with device, contextlib.redirect_stdout(sys.stderr):
-                if name == "pi0":
-                    policy, tokens = build_pi0(args)
-                elif name == "smolvla":
-                    vlm_dir = args.smolvla_vlm or write_smolvlm_dir(Path(scratch) / "smolvlm")
-                    policy, tokens = build_smolvla(args, vlm_dir)
-                else:
-                    policy, tokens = build_geovla(args, name.removeprefix("geovla-"))
-            results[name] = time_policy(policy, args, tokens, device)
+            fork = name == "pi0" and fork_installed()
+            with openpi_transformers() if name == "pi0" else contextlib.nullcontext():
+                # Built on the device (random init of billions of weights is slow on a CPU);
+                # LeRobot prints while building, and stdout is the JSON.
+                with device, contextlib.redirect_stdout(sys.stderr):
+                    if name == "pi0":
+                        policy, tokens = build_pi0(args)
+                    elif name == "smolvla":
+                        vlm_dir = args.smolvla_vlm or write_smolvlm_dir(Path(scratch) / "smolvlm")
+                        policy, tokens = build_smolvla(args, vlm_dir)
+                    else:
+                        policy, tokens = build_geovla(args, name.removeprefix("geovla-"))
+                results[name] = time_policy(policy, args, tokens, device)
+            if name == "pi0":
+                results[name]["transformers"] = "openpi fork" if fork else "release + lerobot_pi0_compat"
             del policy
             gc.collect()
             if device.type == "cuda":

@@ -148,9 +148,12 @@ class DeepFusionDecoder(nn.Module):
 
     def fused_expert_weights(self) -> list[FusedLayerWeights] | None:
         """The expert layers' fused q/k/v and gate/up weights, rebuilt where a source changed;
-        None when a layer cannot be fused (e.g. LoRA)."""
-        self._expert_weights = [fused_layer_weights(layer, previous)
-                                for layer, previous in zip(self.expert.layers, self._expert_weights)]
+        None when a layer cannot be fused (e.g. LoRA). Inside ``torch.compile``, which cannot
+        trace the sources' ``data_ptr``, the weights of the last eager call are returned as they
+        are (``GeoVLAModel`` refreshes them eagerly before each compiled call)."""
+        if not torch.compiler.is_compiling():
+            self._expert_weights = [fused_layer_weights(layer, previous)
+                                    for layer, previous in zip(self.expert.layers, self._expert_weights)]
         return None if any(w is None for w in self._expert_weights) else list(self._expert_weights)
 
     def forward(self, prefix: Tensor | None, suffix: Tensor | None, mask: Tensor,

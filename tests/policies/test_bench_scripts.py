@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from geovla_helpers import SCRIPTS, load_script
@@ -65,7 +64,7 @@ def test_bench_train_reports_throughput_memory_and_flops():
 
 def test_bench_anchors_times_smolvla_and_geovla_side_by_side(tmp_path, capsys):
     """LeRobot's smolvla on a small VLM directory written like the 500M one, next to geovla tiny
-    (pi0 has no size small enough for a test)."""
+    (pi0's run is in test_lerobot_pi0_compat.py)."""
     script = load_script("bench_anchors")
     shape = {"text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
                       "num_key_value_heads": 2, "vocab_size": 1024},
@@ -80,18 +79,6 @@ def test_bench_anchors_times_smolvla_and_geovla_side_by_side(tmp_path, capsys):
     for result in report["policies"].values():
         assert 0 < result["min_ms"] <= result["median_ms"] <= result["p95_ms"] and result["params"] > 0
     assert "speedup_vs_pi0" not in report["policies"]["smolvla"]  # no pi0 in this run
-
-
-def test_bench_anchors_reports_why_pi0_is_unavailable_and_times_the_rest():
-    script = load_script("bench_anchors")
-    reason = script.pi0_unavailable()
-    if reason is None:
-        pytest.skip("the openpi-patched transformers is installed: pi0 builds here")
-    report = script.main(["--policies", "pi0", "geovla-tiny", "--image-size", "64", "--chunk-size", "10",
-                          "--calls", "2", "--warmup", "1", "--threads", "1"])
-    assert report["policies"]["pi0"] == {"unavailable": reason} and "lerobot[pi]" in reason
-    assert report["policies"]["geovla-tiny"]["median_ms"] > 0
-    assert "speedup_vs_pi0" not in report["policies"]["geovla-tiny"]
 
 
 def test_bench_anchors_default_vlm_gives_smolvla_its_published_size(tmp_path):

@@ -130,3 +130,23 @@ def test_compiled_sampling_reuses_the_frames_a_sliding_history_shares():
     assert embedded == [4, 2]
     for a, b in zip(compiled, eager):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_compiled_sampling_follows_an_in_place_update_of_the_fused_expert_weights():
+    """The graph reads the fused q/k/v and gate/up copies of the expert (CPU, no grad) as they
+    were refreshed eagerly before the call, so an optimiser-style in-place update reaches it."""
+    model = _model()
+    inputs = _inputs()
+    noise = torch.randn(1, model.config.chunk_size, model.config.max_action_dim)
+    before = model.sample_actions(*inputs, noise=noise)  # eager: builds the fused copies
+    model.compile_sampling(backend="eager")
+    torch.testing.assert_close(model.sample_actions(*inputs, noise=noise), before, atol=1e-5, rtol=1e-5)
+    expert = model.action_model.fusion.expert.layers[0]
+    with torch.no_grad():
+        expert.self_attn.v_proj.weight.mul_(3.0)
+        expert.mlp.up_proj.weight.add_(0.05)
+    after = model.sample_actions(*inputs, noise=noise)
+    model._compiled_sample = None
+    eager = model.sample_actions(*inputs, noise=noise)
+    torch.testing.assert_close(after, eager, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(after, before, atol=1e-3)
