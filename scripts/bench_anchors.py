@@ -5,9 +5,11 @@ downloaded), gets the same cameras (3 by default, ``--image-size`` square frames
 4-d state and the same chunk size (50) and flow steps (10), batch 1, and is timed on
 ``predict_action_chunk`` of an already preprocessed batch (token ids fed directly, no
 tokenizer): median, p95 and fastest of ``--calls`` calls after ``--warmup``, peak memory, and
-parameter count. Each one resizes the frames as it does on a robot (pi0 pads to 224 px, smolvla
-to its VLM's 512 px); geovla keeps its ``--n-obs-steps`` history (2: the previous and current
-frames) and pads nothing. ``speedup_vs_pi0`` is pi0's median over each policy's median.
+parameter count. Peak memory is CUDA's ``max_memory_allocated`` while that policy runs; on a CPU
+the process has one peak RSS for all of them, reported once as ``process_peak_rss_mb``. Each one
+resizes the frames as it does on a robot (pi0 pads to 224 px, smolvla to its VLM's 512 px);
+geovla keeps its ``--n-obs-steps`` history (2: the previous and current frames) and pads
+nothing. ``speedup_vs_pi0`` is pi0's median over each policy's median.
 
 LeRobot's pi0 is written for the openpi fork of transformers that its ``lerobot[pi]`` extra
 installs from git; on PyPI's release (this project's environment) it runs through
@@ -197,7 +199,7 @@ def time_policy(policy: Any, args: argparse.Namespace, tokens: int, device: torc
         "median_ms": round(statistics.median(latencies), 3),
         "p95_ms": round(float(np.percentile(latencies, 95)), 3),
         "min_ms": round(min(latencies), 3),
-        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "peak_memory_mb": round(peak_memory_mb(device), 1) if device.type == "cuda" else None,
         "params": sum(p.numel() for p in policy.parameters()),
         "language_tokens": tokens,
     }
@@ -242,6 +244,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "geovla_n_obs_steps": args.n_obs_steps,
         "calls": args.calls,
         "policies": results,
+        "process_peak_rss_mb": None if device.type == "cuda" else round(peak_memory_mb(device), 1),
         "reference": {"pi0_rtx4090_ms": PI0_RTX4090_MS, "h100_targets_ms": H100_TARGET_MS},
     }
 

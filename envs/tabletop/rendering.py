@@ -23,6 +23,9 @@ def _close_all() -> None:
 
 def make_renderer(owner: Any, model: mujoco.MjModel, height: int, width: int, depth: bool) -> mujoco.Renderer:
     """A renderer for ``owner`` (an object with ``close()`` that releases its renderers)."""
+    if not hasattr(mujoco, "Renderer"):  # mujoco skips it silently when its GL imports fail
+        raise RuntimeError("mujoco.Renderer is unavailable: MuJoCo's renderer needs PyOpenGL (pip install pyopengl) "
+                           "and, without a display, MUJOCO_GL=egl with libEGL installed")
     renderer = mujoco.Renderer(model, height, width)
     if depth:
         renderer.enable_depth_rendering()

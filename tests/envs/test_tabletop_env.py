@@ -99,6 +99,15 @@ def test_bad_actions_raise(action, message):
     env.close()
 
 
+def test_a_renderer_that_mujoco_could_not_import_is_named_with_its_cause(monkeypatch):
+    """mujoco leaves out ``Renderer`` without an error when PyOpenGL is missing."""
+    monkeypatch.delattr(mujoco, "Renderer")
+    env = TabletopEnv(image_size=32)
+    with pytest.raises(RuntimeError, match="mujoco.Renderer is unavailable.*PyOpenGL"):
+        env.reset(seed=0)
+    env.close()
+
+
 def test_out_of_range_actions_are_clipped():
     env = TabletopEnv(image_size=32)
     env.reset(seed=0)

@@ -1,11 +1,13 @@
-"""``scripts/bench_policy.py`` and ``scripts/bench_train.py`` run and report what they promise
-(tiny preset, 32 px, a handful of calls; the figures themselves are not tested)."""
+"""The benchmark scripts (``bench_policy``, ``bench_train``, ``bench_anchors``, ``gpu_report``) run
+and report what they promise (tiny preset, 32 px, a handful of calls; the figures themselves are
+not tested)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from geovla_helpers import SCRIPTS, load_script
@@ -78,6 +80,8 @@ def test_bench_anchors_times_smolvla_and_geovla_side_by_side(tmp_path, capsys):
     assert set(report["policies"]) == {"smolvla", "geovla-tiny"} and report["chunk_size"] == 10
     for result in report["policies"].values():
         assert 0 < result["min_ms"] <= result["median_ms"] <= result["p95_ms"] and result["params"] > 0
+        assert result["peak_memory_mb"] is None  # per policy on CUDA only
+    assert report["process_peak_rss_mb"] > 0
     assert "speedup_vs_pi0" not in report["policies"]["smolvla"]  # no pi0 in this run
 
 
@@ -89,3 +93,46 @@ def test_bench_anchors_default_vlm_gives_smolvla_its_published_size(tmp_path):
     with torch.device("meta"):
         policy, _ = script.build_smolvla(args, script.write_smolvlm_dir(tmp_path / "vlm"))
     assert sum(p.numel() for p in policy.parameters()) == 450_046_176
+
+
+def test_gpu_report_isolates_jobs_and_collects_them_in_one_report(tmp_path):
+    """``--quick`` on the CPU: each benchmark runs in its own process and lands in report.json;
+    the gsplat comparison, CUDA-only, fails with its reason and the other jobs still run."""
+    report = load_script("gpu_report").main(["--device", "cpu", "--quick", "--jobs", "render", "train_full_lora",
+                                             "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    jobs = report["jobs"]
+    assert list(jobs) == ["gsplat_parity", "voxel", "train_full_lora"]
+    assert report["summary"]["failed_jobs"] == ["gsplat_parity"]
+    assert "needs a CUDA GPU" in " ".join(jobs["gsplat_parity"]["error"])
+    assert jobs["voxel"]["report"]["runs"][0]["voxelize_count_s"] > 0
+    assert jobs["train_full_lora"]["report"]["trainable_params"] < jobs["train_full_lora"]["report"]["params"]
+    assert "compare_gsplat.py" in (tmp_path / "report.log").read_text()
+
+
+def test_gpu_report_takes_groups_or_single_jobs():
+    script = load_script("gpu_report")
+    args = script.parse_args(["--out", "x", "--jobs", "train", "voxel", "train_small"])
+    assert script.expand(args.jobs) == ["train_small", "train_full_lora", "voxel"]
+    with pytest.raises(SystemExit):
+        script.parse_args(["--out", "x", "--jobs", "policy_tiny"])
+
+
+def test_gpu_report_checks_the_best_latency_and_the_mfu_against_the_targets():
+    script = load_script("gpu_report")
+    results = {
+        "policy_small": {"exit_code": 0, "report": {"latency_ms": {"median": 18.0}}},
+        "policy_small_compiled": {"exit_code": 0, "report": {"latency_ms": {"median": 9.5}}},
+        "policy_full": {"exit_code": 1, "error": ["CUDA out of memory"]},
+        "train_small": {"exit_code": 0, "report": {"mfu": 0.21}},
+        "anchors": {"exit_code": 0, "report": {"policies": {"pi0": {"median_ms": 80.0, "speedup_vs_pi0": 1.0},
+                                                            "geovla-small": {"median_ms": 10.0,
+                                                                             "speedup_vs_pi0": 8.0}}}},
+    }
+    summary = script.summarise(results)
+    assert summary["small_ms"] == {"eager": 18.0, "compiled": 9.5, "best": 9.5, "target": 15.0, "met": True}
+    assert summary["full_ms"]["best"] is None and summary["full_ms"]["met"] is None
+    assert summary["small_mfu"] == {"value": 0.21, "target": 0.35, "met": False}
+    assert summary["speedup_vs_pi0"] == {"geovla-small": 8.0}
+    assert summary["gsplat_within_tolerance"] is None and summary["gsplat_speedup"] is None
+    assert summary["failed_jobs"] == ["policy_full"]
