@@ -167,6 +167,11 @@ class Aggregator(nn.Module):
         H, W = images.shape[-2:]
         self.frame_rope_tables((H // c.patch_size, W // c.patch_size), self.camera_token.dtype, images.device)
 
+    def finish_graph_call(self) -> None:
+        """Eager work after a call inside a CUDA graph: the history it stored is the graph's
+        output memory, which the next replay overwrites, so keep copies of it."""
+        self._history.own_tensors()
+
     def _feature_weights_key(self) -> tuple:
         """Changes when a weight of the patch embed or the ViewMixer changes (see `weights_key`)."""
         modules = [self.patch_embed] + ([self.view_mixer] if self.view_mixer is not None else [])

@@ -60,6 +60,12 @@ class HistoryFeatureCache:
             self._images = self._features = None
         self._key = key
 
+    def own_tensors(self) -> None:
+        """Keep copies of the stored images and features: stored by a call inside a CUDA graph,
+        they are that graph's outputs, which its next replay overwrites."""
+        if self._features is not None:
+            self._images, self._features = self._images.clone(), self._features.clone()
+
     def features(self, images: Tensor, compute: Callable[[Tensor], Tensor], key: tuple | None) -> Tensor:
         if torch.is_grad_enabled():
             self.clear()

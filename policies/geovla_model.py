@@ -67,6 +67,7 @@ class GeoVLAModel(nn.Module):
             self.spatial = SpatialTokens(2 * subs.geometry.embed_dim, llm_dim, config.spatial_pool)
         self.num_visual_tokens = len(config.camera_keys) * subs.backbone.num_agg_tokens
         self._compiled_sample = None
+        self._graph_outputs_recycled = False  # CUDA graphs: a replay overwrites the last one's outputs
 
     @property
     def tokenizer(self):
@@ -158,21 +159,25 @@ class GeoVLAModel(nn.Module):
         graph reads (the aggregator's history plan and RoPE tables, the fused expert weights).
 
         ``backend``/``mode`` go to ``torch.compile`` (``mode="reduce-overhead"``: CUDA graphs on a
-        GPU). ``cpp_wrapper`` (inductor only) calls the kernels from generated C++ rather
+        GPU). A CUDA graph's replay overwrites the outputs of the one before, so under CUDA graphs
+        the returned chunk and the history the aggregator keeps are copied out after each call.
+        ``cpp_wrapper`` (inductor only) calls the kernels from generated C++ rather
         than Python, which removes most of the per-kernel overhead on a CPU; None turns it on for
         CPU weights. CPU kernels are built for the torch thread count at this call
         (``inductor_options``). Shapes are static: a new camera count, history or instruction
         length, or batch size recompiles; a sliding history compiles two variants (with and
         without the reuse of the shared frames' patch features).
         """
+        device = self.action_model.action_in_proj.weight.device
         if backend == "inductor":  # the mode as its options (torch.compile takes one or the other)
-            options = {**torch._inductor.list_mode_options(mode or "default"),
-                       **inductor_options(self.action_model.action_in_proj.weight.device, cpp_wrapper)}
+            options = {**torch._inductor.list_mode_options(mode or "default"), **inductor_options(device, cpp_wrapper)}
             self._compiled_sample = torch.compile(self._sample, backend=backend, options=options, dynamic=False)
+            self._graph_outputs_recycled = device.type == "cuda" and bool(options.get("triton.cudagraphs"))
         elif cpp_wrapper:
             raise ValueError(f"cpp_wrapper needs the inductor backend, got {backend=}")
         else:
             self._compiled_sample = torch.compile(self._sample, backend=backend, mode=mode, dynamic=False)
+            self._graph_outputs_recycled = False
 
     @torch.no_grad()
     def sample_actions(
@@ -191,8 +196,13 @@ class GeoVLAModel(nn.Module):
             return self._sample(images, camera_mask, instruction_ids, instruction_mask, state, noise, num_steps, scene)
         self._check_values(images, instruction_ids, instruction_mask, state, noise)
         self._fill_caches(images, camera_mask)
-        return self._compiled_sample(images, camera_mask, instruction_ids, instruction_mask, state, noise, num_steps,
-                                     scene)
+        actions = self._compiled_sample(images, camera_mask, instruction_ids, instruction_mask, state, noise,
+                                        num_steps, scene)
+        if not self._graph_outputs_recycled:
+            return actions
+        if self.geometry is not None:
+            self.geometry.aggregator.finish_graph_call()
+        return actions.clone()
 
     def _check_values(self, images: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
                       state: Tensor | None, noise: Tensor | None) -> None:

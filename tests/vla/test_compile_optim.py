@@ -150,3 +150,33 @@ def test_compiled_sampling_follows_an_in_place_update_of_the_fused_expert_weight
     eager = model.sample_actions(*inputs, noise=noise)
     torch.testing.assert_close(after, eager, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(after, before, atol=1e-3)
+
+
+def test_under_cuda_graphs_nothing_kept_from_a_call_lives_in_its_output_memory():
+    """A CUDA graph's replay overwrites the previous replay's outputs. Emulated here on the CPU:
+    each call zeroes the tensors the last call's graph produced (its chunk and the history it
+    stored). The copies taken after each call keep the sliding history's actions equal to the
+    eager ones and the chunk a caller holds intact."""
+    model = _model()
+    _, camera_mask, ids, mask, state = _inputs()
+    noise = torch.randn(1, model.config.chunk_size, model.config.max_action_dim)
+    frames = [torch.rand(1, 1, 2, 3, 32, 32) for _ in range(3)]
+    histories = [torch.cat(frames[i:i + 2], dim=1) for i in range(2)]
+    eager = [model.sample_actions(h, camera_mask, ids, mask, state, noise=noise) for h in histories]
+    model.geometry.aggregator._history.clear()
+    model.compile_sampling(backend="eager")
+    model._graph_outputs_recycled = True  # as inductor with CUDA graphs on a GPU
+    graph, last_outputs = model._compiled_sample, []
+
+    def replay(*args):
+        for tensor in last_outputs:
+            tensor.zero_()
+        actions = graph(*args)
+        history = model.geometry.aggregator._history
+        last_outputs[:] = [actions, history._features, history._images]
+        return actions
+
+    model._compiled_sample = replay
+    compiled = [model.sample_actions(h, camera_mask, ids, mask, state, noise=noise) for h in histories]
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
