@@ -22,13 +22,14 @@ T_MIN = 1e-4
 
 def tile_intersections(means2d: torch.Tensor, radii: torch.Tensor, tiles_x: int, tiles_y: int,
                        tile_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """For splats `means2d [n, 2]`, `radii [n]` -> (splat index, tile id) of every overlap `[I]`.
+    """For splats `means2d [n, 2]` with box half-widths `radii [n, 2]` (x, y) -> (splat index,
+    tile id) of every overlap `[I]`.
 
-    Tile id = row * tiles_x + column. Example: tile 16, 4x4 tiles, a splat at (16, 5) with radius
-    2 touches tiles 0 and 1 -> `([0, 0], [0, 1])`.
+    Tile id = row * tiles_x + column. Example: tile 16, 4x4 tiles, a splat at (16, 5) with radii
+    (2, 2) touches tiles 0 and 1 -> `([0, 0], [0, 1])`.
     """
-    lo = torch.floor((means2d - radii[:, None]) / tile_size).long()
-    hi = torch.floor((means2d + radii[:, None]) / tile_size).long()
+    lo = torch.floor((means2d - radii) / tile_size).long()
+    hi = torch.floor((means2d + radii) / tile_size).long()
     x0, x1 = lo[:, 0].clamp(0, tiles_x - 1), hi[:, 0].clamp(0, tiles_x - 1)
     y0, y1 = lo[:, 1].clamp(0, tiles_y - 1), hi[:, 1].clamp(0, tiles_y - 1)
     nx = x1 - x0 + 1
