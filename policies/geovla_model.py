@@ -177,7 +177,7 @@ class GeoVLAModel(nn.Module):
             raise ValueError(f"cpp_wrapper needs the inductor backend, got {backend=}")
         else:
             self._compiled_sample = torch.compile(self._sample, backend=backend, mode=mode, dynamic=False)
-            self._graph_outputs_recycled = False
+            self._graph_outputs_recycled = device.type == "cuda" and backend == "cudagraphs"
 
     @torch.no_grad()
     def sample_actions(

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 SCRIPTS = Path(__file__).resolve().parent
 TARGETS = {"small_ms": 15.0, "full_ms": 50.0, "small_mfu": 0.35}
@@ -91,7 +91,7 @@ def expand(jobs: list[str]) -> list[str]:
     return list(dict.fromkeys(name for job in jobs for name in GROUPS.get(job, (job,))))
 
 
-def run_job(script: str, arguments: list[str], timeout: float, log) -> dict[str, Any]:
+def run_job(script: str, arguments: list[str], timeout: float, log: TextIO) -> dict[str, Any]:
     """One benchmark in a subprocess: its JSON (stdout), exit code, seconds and last stderr lines."""
     command = [sys.executable, str(SCRIPTS / script), *arguments]
     log.write(f"\n===== {' '.join(command)}\n")
@@ -100,9 +100,9 @@ def run_job(script: str, arguments: list[str], timeout: float, log) -> dict[str,
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=SCRIPTS.parent)
         code, stdout, stderr = done.returncode, done.stdout, done.stderr
-    except subprocess.TimeoutExpired as stopped:
-        code, stdout, stderr = None, stopped.stdout or "", (stopped.stderr or "") + f"\nstopped after {timeout:.0f} s"
-        stdout, stderr = (s.decode() if isinstance(s, bytes) else s for s in (stdout, stderr))
+    except subprocess.TimeoutExpired as stopped:  # its output so far, as bytes or str
+        stdout, stderr = (s.decode() if isinstance(s, bytes) else s or "" for s in (stopped.stdout, stopped.stderr))
+        code, stderr = None, stderr + f"\nstopped after {timeout:g} s"
     log.write(stderr)
     log.flush()
     result: dict[str, Any] = {"command": command[1:], "exit_code": code,

@@ -110,6 +110,14 @@ def test_gpu_report_isolates_jobs_and_collects_them_in_one_report(tmp_path):
     assert "compare_gsplat.py" in (tmp_path / "report.log").read_text()
 
 
+def test_gpu_report_stops_a_job_at_its_time_limit(tmp_path):
+    report = load_script("gpu_report").main(["--device", "cpu", "--quick", "--jobs", "voxel", "--job-timeout", "0.5",
+                                             "--out", str(tmp_path)])
+    job = report["jobs"]["voxel"]
+    assert job["exit_code"] is None and job["error"][-1] == "stopped after 0.5 s" and job["seconds"] < 30
+    assert report["summary"]["failed_jobs"] == ["voxel"]
+
+
 def test_gpu_report_takes_groups_or_single_jobs():
     script = load_script("gpu_report")
     args = script.parse_args(["--out", "x", "--jobs", "train", "voxel", "train_small"])
