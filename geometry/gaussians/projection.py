@@ -65,6 +65,6 @@ def project_gaussians(means: torch.Tensor, quats: torch.Tensor, scales: torch.Te
     radii = torch.ceil(extend[:, None] * torch.sqrt(torch.stack([a, c], dim=-1))).detach()
     means2d = torch.stack([fx * cam[:, 0] / zs + cx, fy * cam[:, 1] / zs + cy], dim=-1)
     m = means2d.detach()
-    on_screen = ((m + radii > 0) & (m - radii < torch.tensor([width, height], device=m.device))).all(-1)
+    on_screen = (m + radii > 0).all(-1) & (m[:, 0] - radii[:, 0] < width) & (m[:, 1] - radii[:, 1] < height)
     visible = in_front & alive & (radii > radius_clip).any(-1) & on_screen
     return Splats(means2d, conics, zs, torch.where(visible[:, None], radii, torch.zeros_like(radii)), visible)
