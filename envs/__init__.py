@@ -13,7 +13,10 @@ import gymnasium as gym  # noqa: E402
 from envs.tabletop import TabletopEnv, make_expert  # noqa: E402
 
 TABLETOP_ID = "geovla/Tabletop-v0"
+LEROBOT_TABLETOP_ID = "geovla/TabletopLeRobot-v0"  # geometry fields flat, for LeRobot's scripts (envs.lerobot_env)
 if TABLETOP_ID not in gym.registry:
     gym.register(id=TABLETOP_ID, entry_point="envs.tabletop.env:TabletopEnv")
+if LEROBOT_TABLETOP_ID not in gym.registry:
+    gym.register(id=LEROBOT_TABLETOP_ID, entry_point="envs.lerobot_env:make_lerobot_tabletop")
 
-__all__ = ["TABLETOP_ID", "TabletopEnv", "make_expert"]
+__all__ = ["LEROBOT_TABLETOP_ID", "TABLETOP_ID", "TabletopEnv", "make_expert"]

@@ -16,7 +16,7 @@ from typing import Any
 import datasets
 import gymnasium as gym
 import numpy as np
-from lerobot.datasets.lerobot_dataset import LeRobotDataset
+from lerobot.datasets import LeRobotDataset
 from tqdm.auto import tqdm
 
 from envs.tabletop.env import CONTROL_DT, TabletopEnv
@@ -138,7 +138,7 @@ def record_demos(
                     dataset.clear_episode_buffer()
                 bar.set_postfix(success=f"{successes}/{attempts}")
     except BaseException:
-        if dataset.episode_buffer is not None and dataset.episode_buffer["size"] > 0:
+        if dataset.has_pending_frames():
             dataset.clear_episode_buffer()
         raise
     finally:

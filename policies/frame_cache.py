@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from lerobot.datasets.lerobot_dataset import LeRobotDataset
+from lerobot.datasets import LeRobotDataset
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -26,7 +26,7 @@ class FrameCache(Dataset):
     """
 
     def __init__(self, dataset: LeRobotDataset, delta_indices: dict[str, list[int]], progress: bool = True) -> None:
-        if dataset.delta_indices is not None:
+        if dataset.delta_timestamps is not None:
             raise ValueError("FrameCache needs the dataset opened without delta_timestamps")
         items = [dataset[i] for i in tqdm(range(len(dataset)), desc="caching frames", disable=not progress)]
         unknown = sorted(set(delta_indices) - set(items[0]))

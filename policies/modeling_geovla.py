@@ -148,8 +148,10 @@ class GeoVLAPolicy(PreTrainedPolicy):
         return self.processors[0](batch), batched
 
     # ------------------------------------------------------------- save and load
-    def _save_pretrained(self, save_directory: Path) -> None:
-        super()._save_pretrained(save_directory)
+    def _save_pretrained(self, save_directory: Path, state_dict: dict[str, Tensor] | None = None) -> None:
+        """Config, weights (``state_dict`` when the caller gathered them, e.g. under FSDP) and the
+        processors when attached."""
+        super()._save_pretrained(save_directory, state_dict=state_dict)
         if self.processors is not None:
             for pipeline in self.processors:
                 pipeline.save_pretrained(save_directory)

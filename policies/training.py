@@ -20,8 +20,8 @@ import yaml
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from lerobot.configs.types import FeatureType
-from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
-from lerobot.datasets.utils import dataset_to_policy_features
+from lerobot.datasets import LeRobotDatasetMetadata
+from lerobot.utils.feature_utils import dataset_to_policy_features
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm

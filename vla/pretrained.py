@@ -79,7 +79,7 @@ def ensure_prompt_tokens(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokeni
     missing = [t for t in (IMAGE_TOKEN, SPATIAL_TOKEN) if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens(
-            {"additional_special_tokens": missing}, replace_additional_special_tokens=False
+            {"extra_special_tokens": missing}, replace_extra_special_tokens=False
         )
     if tokenizer.pad_token is None:
         tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})

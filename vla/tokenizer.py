@@ -51,7 +51,7 @@ class FileFreeTokenizer(PreTrainedTokenizer):
         kwargs.setdefault("pad_token", PAD_TOKEN)
         kwargs.setdefault("bos_token", BOS_TOKEN)
         kwargs.setdefault("eos_token", EOS_TOKEN)
-        kwargs.setdefault("additional_special_tokens", [IMAGE_TOKEN, SPATIAL_TOKEN])
+        kwargs.setdefault("extra_special_tokens", [IMAGE_TOKEN, SPATIAL_TOKEN])
         kwargs.setdefault("clean_up_tokenization_spaces", False)
         super().__init__(add_bos_token=add_bos_token, **kwargs)
 
@@ -113,13 +113,6 @@ class ByteTokenizer(FileFreeTokenizer):
             else:
                 pieces.append(self._convert_token_to_id(token))
         return pieces.decode("utf-8", errors="replace")
-
-    def _decode(self, token_ids: list[int], skip_special_tokens: bool = False,
-                clean_up_tokenization_spaces: bool | None = None,
-                spaces_between_special_tokens: bool = False, **kwargs) -> str:
-        # Bytes decode exactly: no spaces are invented around special tokens.
-        return super()._decode(token_ids, skip_special_tokens, clean_up_tokenization_spaces,
-                               spaces_between_special_tokens, **kwargs)
 
 
 class HashedWordTokenizer(FileFreeTokenizer):

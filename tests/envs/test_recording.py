@@ -47,7 +47,7 @@ def test_dataset_round_trip_equals_what_was_recorded(tmp_path):
     dataset = open_dataset(tmp_path / "ds")
     recorded = [step for episode in env.episodes for step in episode]
     assert dataset.num_episodes == 2 and len(dataset) == len(recorded) == summary["frames"]
-    assert dataset.video_backend == "pyav"
+    assert dataset._video_backend == "pyav"
     for index in range(0, len(dataset), 3):
         item = dataset[index]
         obs, action, instruction = recorded[index]

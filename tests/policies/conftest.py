@@ -12,7 +12,7 @@ from typing import Any
 import gymnasium as gym
 import pytest
 import torch
-from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
+from lerobot.datasets import LeRobotDatasetMetadata
 
 import envs
 from envs.recording import open_dataset, record_demos

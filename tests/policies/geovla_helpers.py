@@ -10,8 +10,8 @@ from typing import Any
 
 import torch
 from lerobot.configs.types import FeatureType
-from lerobot.datasets.lerobot_dataset import LeRobotDatasetMetadata
-from lerobot.datasets.utils import dataset_to_policy_features
+from lerobot.datasets import LeRobotDatasetMetadata
+from lerobot.utils.feature_utils import dataset_to_policy_features
 
 from policies.configuration_geovla import GeoVLAConfig
 from policies.modeling_geovla import GeoVLAPolicy

@@ -36,7 +36,7 @@ def test_lerobot_train_writes_a_geovla_checkpoint(dataset_root, tmp_path):
         str(BIN / "lerobot-train"), "--policy.type=geovla", f"--dataset.repo_id=local/{dataset_root.name}",
         f"--dataset.root={dataset_root}", "--dataset.video_backend=pyav", "--steps=2", "--batch_size=2",
         f"--output_dir={out}", "--policy.device=cpu", "--policy.push_to_hub=false", "--policy.image_size=32",
-        "--save_freq=2", "--eval_freq=0", "--log_freq=1", "--wandb.enable=false", "--num_workers=0",
+        "--save_freq=2", "--env_eval_freq=0", "--log_freq=1", "--wandb.enable=false", "--num_workers=0",
     ], cwd=tmp_path)
     assert "step:2" in output and "loss:" in output
     checkpoint = out / "checkpoints" / "000002"
