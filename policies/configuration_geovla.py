@@ -9,6 +9,7 @@ from lerobot.configs.policies import PreTrainedConfig
 from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
 from lerobot.optim.optimizers import AdamWConfig
 from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
+from lerobot.policies.rtc.configuration_rtc import RTCConfig
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
 
 from vla.tokenizer import TOKENIZERS
@@ -86,6 +87,10 @@ class GeoVLAConfig(PreTrainedConfig):
         freeze: parameter groups kept frozen in training: ``none``, ``vision`` (both ViTs),
             ``llm`` (the language model), ``vision_and_llm``.
         lora_rank: peft LoRA rank on the LLM and expert layers (0: full fine-tuning).
+        rtc_config: real-time chunking (LeRobot's ``RTCConfig``). When set and enabled,
+            ``predict_action_chunk(batch, inference_delay=d, prev_chunk_left_over=...)`` guides
+            the new chunk's first ``d`` actions onto the actions still in flight and blends the
+            next ones (``lerobot-rollout --inference.type=rtc`` sets it).
     """
 
     preset: str = "tiny"
@@ -113,6 +118,7 @@ class GeoVLAConfig(PreTrainedConfig):
     allow_missing_cameras: bool = False
     freeze: str = "none"
     lora_rank: int = 0
+    rtc_config: RTCConfig | None = None
 
     normalization_mapping: dict[str, NormalizationMode] = field(
         default_factory=lambda: {

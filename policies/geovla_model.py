@@ -21,6 +21,7 @@ from vla.action_model import DeepFusionActionModel
 from vla.backbone.backbone import FiLMDualBackbone
 from vla.backbone.language import mean_instruction_embedding
 from vla.checks import check_finite, check_instruction_mask, check_token_ids
+from vla.flow_matching import Guide
 from vla.prefix import Prefix
 
 MAX_VALID_DEPTH = 5.0  # metres; farther pixels (background) carry no depth supervision
@@ -190,10 +191,15 @@ class GeoVLAModel(nn.Module):
         noise: Tensor | None = None,
         num_steps: int | None = None,
         scene: dict[str, Tensor] | None = None,
+        guide: Guide | None = None,
     ) -> Tensor:
-        """Action chunk ``[B, H, A]`` (normalised) by cached Euler integration from noise."""
-        if self._compiled_sample is None:
-            return self._sample(images, camera_mask, instruction_ids, instruction_mask, state, noise, num_steps, scene)
+        """Action chunk ``[B, H, A]`` (normalised) by cached Euler integration from noise.
+
+        ``guide`` replaces each flow step's velocity (real-time chunking); a guided call runs
+        eagerly, also after :meth:`compile_sampling`."""
+        if self._compiled_sample is None or guide is not None:
+            return self._sample(images, camera_mask, instruction_ids, instruction_mask, state, noise, num_steps, scene,
+                                guide)
         self._check_values(images, instruction_ids, instruction_mask, state, noise)
         self._fill_caches(images, camera_mask)
         actions = self._compiled_sample(images, camera_mask, instruction_ids, instruction_mask, state, noise,
@@ -224,11 +230,11 @@ class GeoVLAModel(nn.Module):
 
     def _sample(self, images: Tensor, camera_mask: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
                 state: Tensor | None, noise: Tensor | None, num_steps: int | None,
-                scene: dict[str, Tensor] | None) -> Tensor:
+                scene: dict[str, Tensor] | None, guide: Guide | None = None) -> Tensor:
         prefix, _ = self.embed_prefix(images, camera_mask, instruction_ids, instruction_mask, scene)
         return self.action_model.sample_actions(
             prefix, state, num_steps=num_steps or self.config.num_flow_steps, noise=noise,
-            action_dim=self.config.action_dim,
+            action_dim=self.config.action_dim, guide=guide,
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lerobot.policies.pretrained import PreTrainedPolicy
+from lerobot.policies.rtc.modeling_rtc import RTCProcessor
 from lerobot.processor import PolicyProcessorPipeline
 from lerobot.utils.constants import (
     ACTION,
@@ -32,6 +34,7 @@ from policies.configuration_geovla import GeoVLAConfig
 from policies.geovla_model import GeoVLAModel, geometry_targets
 from policies.processor_geovla import GeoVLATokenizerStep  # noqa: F401  (registers the step load_processors needs)
 from policies.robot_observation import CAMERA_MASK_KEY, robot_observation_to_batch
+from vla.flow_matching import Guide
 
 ACTION_IS_PAD = "action_is_pad"
 
@@ -49,6 +52,7 @@ class GeoVLAPolicy(PreTrainedPolicy):
         self.model = GeoVLAModel(config)
         apply_freeze(self.model, config.freeze)
         self.processors: tuple[PolicyProcessorPipeline, PolicyProcessorPipeline] | None = None
+        self.init_rtc_processor()
         self.reset()
 
     # ------------------------------------------------------------------ LeRobot API
@@ -81,16 +85,76 @@ class GeoVLAPolicy(PreTrainedPolicy):
         return losses["loss"], {k: float(v.detach()) for k, v in losses.items()}
 
     @torch.no_grad()
-    def predict_action_chunk(self, batch: dict[str, Any], noise: Tensor | None = None) -> Tensor:
+    def predict_action_chunk(
+        self,
+        batch: dict[str, Any],
+        noise: Tensor | None = None,
+        inference_delay: int | None = None,
+        prev_chunk_left_over: Tensor | None = None,
+        execution_horizon: int | None = None,
+    ) -> Tensor:
         """Normalised action chunk ``[B, H, A]``. Single-frame camera inputs ``[B, 3, H, W]`` are
-        appended to the policy's observation history; inputs with a time axis are used as is."""
+        appended to the policy's observation history; inputs with a time axis are used as is.
+
+        Real-time chunking (with ``config.rtc_config`` enabled): ``prev_chunk_left_over``
+        ``[T, A]`` or ``[B, T, A]`` holds the previous chunk's actions not yet executed
+        (normalised, step 0 = this observation's step), of which the first ``inference_delay``
+        will run while this call computes. Every flow step is guided by LeRobot's
+        ``RTCProcessor`` so that the new chunk starts on them: the first ``inference_delay``
+        actions follow them, the next ones up to ``execution_horizon`` blend into the new plan.
+        """
         if self.training:  # eval() walks every submodule: 1.5 ms a call on the tiny preset
             self.eval()
         images = self._images(batch, history=True)
         return self.model.sample_actions(
             images, self._camera_mask(batch, images), *self._instruction(batch), self._state(batch), noise=noise,
             scene=self._scene(batch, images),
+            guide=self._rtc_guide(prev_chunk_left_over, inference_delay, execution_horizon, images.shape[0]),
         )
+
+    def supports_rtc(self) -> bool:
+        return True
+
+    def init_rtc_processor(self) -> None:
+        """Build the RTC processor from ``config.rtc_config`` (``lerobot-rollout`` sets the config
+        on a loaded policy, then calls this)."""
+        rtc = self.config.rtc_config
+        self.rtc_processor = RTCProcessor(rtc) if rtc is not None else None
+
+    def _rtc_guide(self, left_over: Tensor | None, delay: int | None, horizon: int | None, batch: int) -> Guide | None:
+        """The flow-step guidance of real-time chunking, or None when RTC is off or there is no
+        previous chunk (as in LeRobot, leftovers are ignored while ``rtc_config.enabled`` is false)."""
+        rtc = self.config.rtc_config
+        if left_over is None or rtc is None or not rtc.enabled:
+            return None
+        if self.rtc_processor is None or self.rtc_processor.rtc_config is not rtc:
+            self.init_rtc_processor()
+        given = torch.as_tensor(left_over)
+        left_over = given.unsqueeze(0) if given.dim() == 2 else given
+        if left_over.dim() != 3 or left_over.shape[0] not in (1, batch) or left_over.shape[1] < 1 \
+                or left_over.shape[2] != self.config.action_dim:
+            raise ValueError(
+                f"prev_chunk_left_over must be [T, {self.config.action_dim}] or [{batch}, T, "
+                f"{self.config.action_dim}] with T >= 1, got {tuple(given.shape)}"
+            )
+        if not torch.isfinite(left_over).all():
+            raise ValueError("prev_chunk_left_over holds NaN or inf")
+        delay = 0 if delay is None else int(delay)
+        if delay < 0:
+            raise ValueError(f"inference_delay must be >= 0, got {delay}")
+        weight = self.model.action_model.action_in_proj.weight
+        left_over = left_over.to(device=weight.device, dtype=torch.float32).expand(batch, -1, -1)
+        processor = self.rtc_processor
+
+        def guide(x: Tensor, time: float, velocity: Callable[[Tensor], Tensor]) -> Tensor:
+            def no_grad_velocity(y: Tensor) -> Tensor:
+                # RTC's correction needs no gradient through the model (only through x_1 = x - t v).
+                with torch.no_grad():
+                    return velocity(y)
+
+            return processor.denoise_step(x, left_over, delay, time, no_grad_velocity, horizon)
+
+        return guide
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Any], noise: Tensor | None = None) -> Tensor:

@@ -21,7 +21,7 @@ from vla.checks import check_finite, check_token_ids, values_checked
 from vla.config import DeepFusionConfig
 from vla.deep_fusion import DeepFusionDecoder, ExpertDecoder
 from vla.flow_matching import (
-    TimeTokenEncoder, euler_sample, interpolate, masked_velocity_loss, sample_time,
+    Guide, TimeTokenEncoder, euler_sample, interpolate, masked_velocity_loss, sample_time,
 )
 from vla.lora import apply_lora
 from vla.masks import (
@@ -240,6 +240,7 @@ class DeepFusionActionModel(nn.Module):
         use_cache: bool = True,
         action_dim: int | None = None,
         generator: torch.Generator | None = None,
+        guide: Guide | None = None,
     ) -> Tensor:
         """Euler-integrate the learned velocity from noise (t=1) to actions (t=0).
 
@@ -254,6 +255,7 @@ class DeepFusionActionModel(nn.Module):
             noise: ``[B, H, max_action_dim]`` ``x_1``, or None to draw ``N(0, I)``.
             use_cache: reuse the prefix keys/values across steps.
             action_dim: return only the first ``action_dim`` dims.
+            guide: replaces each step's velocity (:func:`vla.flow_matching.euler_sample`).
 
         Returns:
             ``[B, H, action_dim or max_action_dim]``.
@@ -267,7 +269,7 @@ class DeepFusionActionModel(nn.Module):
         else:
             def velocity(x: Tensor, t: Tensor) -> Tensor:
                 return self._joint_velocity(prefix, state, x, t)
-        actions = euler_sample(velocity, noise, num_steps or self.config.num_steps)
+        actions = euler_sample(velocity, noise, num_steps or self.config.num_steps, guide)
         return actions[..., :action_dim] if action_dim is not None else actions
 
     def forward(

@@ -104,8 +104,11 @@ def masked_velocity_loss(pred: Tensor, target: Tensor, action_is_pad: Tensor | N
     return sq.sum() / weight.sum().clamp(min=1.0), per_sample
 
 
+Guide = Callable[[Tensor, float, Callable[[Tensor], Tensor]], Tensor]
+
+
 def euler_sample(velocity: Callable[[Tensor, Tensor], Tensor], noise: Tensor,
-                 num_steps: int) -> Tensor:
+                 num_steps: int, guide: Guide | None = None) -> Tensor:
     """Integrate ``dx/dt = v(x, t)`` from ``t = 1`` (``x = noise``) to ``t = 0``.
 
     Step ``i`` evaluates at ``t_i = 1 - i / num_steps`` and moves by ``dt = -1 / num_steps``;
@@ -115,6 +118,9 @@ def euler_sample(velocity: Callable[[Tensor, Tensor], Tensor], noise: Tensor,
         velocity: ``(x_t [B, H, A], t [B]) -> v [B, H, A]``.
         noise: ``[B, H, A]`` ``x_1``.
         num_steps: number of Euler steps (>= 1).
+        guide: ``(x_t, t, v_fn) -> v`` replaces each step's velocity, given the step's
+            ``v_fn(x) = velocity(x, t)``: e.g. real-time chunking's guidance towards the actions
+            already committed (``lerobot.policies.rtc.RTCProcessor.denoise_step``).
 
     Returns:
         ``x_0`` ``[B, H, A]``.
@@ -124,6 +130,11 @@ def euler_sample(velocity: Callable[[Tensor, Tensor], Tensor], noise: Tensor,
     dt = -1.0 / num_steps
     x = noise
     for step in range(num_steps):
-        t = torch.full((x.shape[0],), 1.0 - step / num_steps, device=x.device)
-        x = x + dt * velocity(x, t)
+        time = 1.0 - step / num_steps
+        t = torch.full((x.shape[0],), time, device=x.device)
+        if guide is None:
+            v = velocity(x, t)
+        else:
+            v = guide(x, time, lambda y, t=t: velocity(y, t))
+        x = x + dt * v
     return x
