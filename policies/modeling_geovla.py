@@ -161,11 +161,16 @@ class GeoVLAPolicy(PreTrainedPolicy):
         """Next action ``[B, A]``: a new chunk is predicted once the queue of
         ``n_action_steps`` actions is used up. The history advances on every call."""
         if self._action_queue:
-            self._images(batch, history=True)  # keep the observation history current
+            self.observe_batch(batch)  # keep the observation history current
         else:
             chunk = self.predict_action_chunk(batch, noise=noise)
             self._action_queue.extend(chunk[:, : self.config.n_action_steps].transpose(0, 1))
         return self._action_queue.popleft()
+
+    @torch.no_grad()
+    def observe_batch(self, batch: dict[str, Any]) -> None:
+        """Add a preprocessed single-frame batch's cameras to the history without predicting."""
+        self._images(batch, history=True)
 
     # -------------------------------------------------------------------- robot API
     def attach_processors(self, preprocessor: PolicyProcessorPipeline, postprocessor: PolicyProcessorPipeline) -> None:
@@ -195,7 +200,7 @@ class GeoVLAPolicy(PreTrainedPolicy):
         in between. Same input as :meth:`predict_action`, validated the same way.
         """
         batch, _ = self._robot_batch(observation)
-        self._images(batch, history=True)
+        self.observe_batch(batch)
 
     def _robot_batch(self, observation: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """A raw robot observation → (preprocessed batch, whether it came batched)."""

@@ -23,6 +23,7 @@ import envs
 from envs.tabletop.env import INSTRUCTION_TEMPLATES, TabletopEnv
 from envs.wrappers import ALOHA_TASKS, make_aloha, make_pusht
 from envs.video import caption_frame, write_mp4
+from policies.delayed_chunks import DelayedChunkExecutor, action_changes
 from policies.modeling_geovla import GeoVLAPolicy
 from policies.robot_observation import CAMERA_FIELDS, robot_observation_to_batch
 
@@ -66,6 +67,8 @@ def evaluate_policy(
     num_videos: int = 0,
     batch_size: int = 8,
     progress: bool = True,
+    delay: int | None = None,
+    rtc: bool = False,
 ) -> dict[str, Any]:
     """Roll the policy out for ``episodes`` episodes; episode ``i`` is reset with seed ``seed + i``.
 
@@ -77,6 +80,11 @@ def evaluate_policy(
     mode it came in, with an empty action queue and history. The flow-matching noise comes from a
     generator seeded with ``seed``, so a run is repeatable (for the same ``batch_size``) and does
     not touch torch's global random state (a training loop that evaluates keeps its own).
+
+    ``delay`` runs the chunks as an asynchronous robot would, each arriving ``delay`` steps after
+    its observation (:class:`policies.delayed_chunks.DelayedChunkExecutor`; ``rtc``: with
+    real-time chunking), and adds the mean change of the executed action where a chunk took over
+    (``boundary_change``) and within chunks (``within_chunk_change``). None: ``select_action``.
 
     Returns ``success_rate``, ``mean_reward`` (mean episode return), ``mean_max_reward``,
     ``mean_steps`` and per-episode lists (``seeds``, ``successes``, ``rewards``, ``steps``,
@@ -100,7 +108,8 @@ def evaluate_policy(
             wave = envs[: min(len(envs), episodes - first)]
             seeds = [seed + first + i for i in range(len(wave))]
             recording = [first + i < num_videos for i in range(len(wave))]
-            records += _run_wave(policy, wave, seeds, swap_instruction, max_steps, recording, noise)
+            executor = None if delay is None else DelayedChunkExecutor(policy, delay, rtc)
+            records += _run_wave(policy, wave, seeds, swap_instruction, max_steps, recording, noise, executor)
             successes = sum(r["success"] for r in records)
             bar.update(len(wave))
             bar.set_postfix(success=f"{successes}/{len(records)}")
@@ -116,6 +125,16 @@ def evaluate_policy(
         fps = int(record["fps"])
         videos.append(str(write_mp4(record["frames"], Path(video_dir) / f"episode_{index:03d}.mp4", fps)))
     column = lambda name: [r[name] for r in records]  # noqa: E731
+    timing = {}
+    if delay is not None:
+        changes = [action_changes(r["actions"], r["switched"]) for r in records]
+        timing = {
+            "delay": delay,
+            "rtc": rtc,
+            "boundary_change": float(np.mean([c for r in changes for c in r["boundary"]])),
+            "within_chunk_change": float(np.mean([c for r in changes for c in r["within"]])),
+            "boundaries": sum(len(r["boundary"]) for r in changes),
+        }
     return {
         "episodes": episodes,
         "seed": seed,
@@ -132,6 +151,7 @@ def evaluate_policy(
         "original_instructions": column("original_instruction"),
         "targets": column("target"),
         "videos": videos,
+        **timing,
         "eval_s": time.perf_counter() - start,
     }
 
@@ -178,14 +198,17 @@ def _run_wave(
     max_steps: int | None,
     recording: list[bool],
     noise: torch.Generator,
+    executor: DelayedChunkExecutor | None = None,
 ) -> list[dict[str, Any]]:
     """One batched rollout of ``len(envs)`` episodes until every env is done (finished envs
     keep their last observation in the batch so that the policy's history stays aligned); the
-    flow noise of each step is drawn from ``noise``."""
+    flow noise of each step is drawn from ``noise``. Actions come from ``executor`` when given,
+    else from ``select_action``."""
     config = policy.config
     preprocessor, postprocessor = policy.processors
     height, width = config.image_features[config.camera_keys[0]].shape[1:]
     policy.reset()
+    act = policy.select_action if executor is None else executor.act
     observations, records = [], []
     for env, episode_seed, record_video in zip(envs, seeds, recording):
         obs, info = env.reset(seed=episode_seed)
@@ -196,7 +219,7 @@ def _run_wave(
         records.append({
             "seed": episode_seed, "success": False, "reward": 0.0, "max_reward": float("-inf"), "steps": 0,
             "instruction": instruction, "original_instruction": original, "target": target,
-            "done": False, "frames": [] if record_video else None,
+            "done": False, "frames": [] if record_video else None, "actions": [], "switched": [],
             "fps": env.metadata.get("render_fps", 10),
         })
     cameras = camera_map(config.camera_keys, list(observations[0]["pixels"]))
@@ -211,10 +234,12 @@ def _run_wave(
         )
         step_noise = torch.randn(len(envs), config.chunk_size, config.max_action_dim, generator=noise)
         with torch.no_grad():
-            actions = postprocessor(policy.select_action(preprocessor(batch), noise=step_noise)).numpy()
+            actions = postprocessor(act(preprocessor(batch), noise=step_noise)).numpy()
         for index, (env, record) in enumerate(zip(envs, records)):
             if record["done"]:
                 continue
+            record["actions"].append(actions[index])
+            record["switched"].append(executor is not None and executor.switched)
             obs, reward, terminated, truncated, info = env.step(actions[index])
             observations[index] = obs
             record["steps"] += 1
