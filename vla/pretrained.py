@@ -6,6 +6,7 @@ Nothing is downloaded: ``llm_path`` must be a directory written by ``save_pretra
 import json
 from pathlib import Path
 
+import torch
 from torch import nn
 from transformers import (
     AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PretrainedConfig, PreTrainedTokenizerBase,
@@ -95,7 +96,10 @@ def load_language_model(path: str | Path) -> tuple[nn.Module, nn.Module, PreTrai
     if not (path / "config.json").exists():
         raise ValueError(f"llm_path {str(path)!r} has no config.json (expected a save_pretrained dir)")
     tokenizer = load_tokenizer(path)
-    causal_lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation="sdpa")
+    # float32 like the rest of the model (transformers 5 would keep a bfloat16 checkpoint's dtype);
+    # the whole policy is cast at once when it runs in another precision.
+    causal_lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, attn_implementation="sdpa",
+                                                     dtype=torch.float32)
     if len(tokenizer) > causal_lm.get_input_embeddings().num_embeddings:
         causal_lm.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     return causal_lm.get_decoder(), causal_lm.get_output_embeddings(), tokenizer

@@ -285,3 +285,15 @@ def test_several_noise_draws_in_one_pass_equal_separate_passes(causal):
         model.compute_loss(prefix, actions, state, is_pad, noise[:, 0], time, samples=3)
     with pytest.raises(ValueError, match="time must be"):
         model.compute_loss(prefix, actions, state, is_pad, noise, time[:, 0], samples=3)
+
+
+def test_a_bfloat16_checkpoint_loads_in_float32(tmp_path):
+    """transformers 5 keeps a checkpoint's dtype by default; the LLM must match the float32 expert."""
+    saved, _ = _save_tiny_llama(tmp_path)
+    saved.to(torch.bfloat16).save_pretrained(tmp_path)
+    config = deep_fusion_preset("tiny", llm_path=str(tmp_path), expert_width=32, expert_intermediate_size=48,
+                                action_horizon=HORIZON, max_action_dim=4, max_state_dim=None)
+    model = DeepFusionActionModel(config)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    torch.testing.assert_close(model.fusion.llm.layers[0].mlp.up_proj.weight,
+                               saved.model.layers[0].mlp.up_proj.weight.float())
