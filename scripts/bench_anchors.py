@@ -1,4 +1,4 @@
-"""Side by side in one run: LeRobot's ``pi0`` and ``smolvla`` policy classes against geovla.
+"""Side by side in one run: LeRobot's ``pi0``, ``pi05`` and ``smolvla`` policy classes against geovla.
 
 Prints one JSON object. Every policy is built from its config with random weights (nothing is
 downloaded), gets the same cameras (3 by default, ``--image-size`` square frames in [0, 1]), a
@@ -7,19 +7,23 @@ downloaded), gets the same cameras (3 by default, ``--image-size`` square frames
 tokenizer): median, p95 and fastest of ``--calls`` calls after ``--warmup``, peak memory, and
 parameter count. Peak memory is CUDA's ``max_memory_allocated`` while that policy runs; on a CPU
 the process has one peak RSS for all of them, reported once as ``process_peak_rss_mb``. Each one
-resizes the frames as it does on a robot (pi0 pads to 224 px, smolvla to its VLM's 512 px);
-geovla keeps its ``--n-obs-steps`` history (2: the previous and current frames) and pads
-nothing. ``speedup_vs_pi0`` is pi0's median over each policy's median.
+resizes the frames as it does on a robot (pi0 and pi05 pad to 224 px, smolvla to its VLM's
+512 px); geovla keeps its ``--n-obs-steps`` history (2: the previous and current frames) and pads
+nothing. Each gets as many token ids as its processor gives it: pi0 48 and pi05 200 (both pad to
+their ``tokenizer_max_length``; pi05's prompt also carries the discretised state), smolvla and
+geovla the instruction's 16. ``speedup_vs_pi0`` is pi0's median over each policy's median.
 
-LeRobot's pi0 is written for the openpi fork of transformers that its ``lerobot[pi]`` extra
-installs from git; on PyPI's release (this project's environment) it runs through
-``lerobot_pi0_compat.openpi_transformers``, which supplies the four hooks pi0 needs from the fork
-(its ``"transformers"`` entry says which was used).
+pi0 and pi05 are LeRobot's ports of openpi on transformers' own PaliGemma and Gemma
+(``lerobot.policies.pi_gemma``): SigLIP So400m/14, Gemma 2B and a Gemma 300M action expert,
+which in pi05 is conditioned on the flow time through adaptive RMS norms and gets no state token.
+Their parameter counts include two vocabulary heads that LeRobot builds and the policies never
+call (PaliGemma's, untied from its embeddings: 527M; the expert's: 263M), so pi0 reports 4.03B
+and pi05 4.14B.
 
-Precision with ``--dtype bfloat16``, as each stack is deployed: pi0 with ``dtype="bfloat16"``
-(its own mix: norms and the patch embedding stay float32), smolvla with its VLM and expert in
-bfloat16 (its projections stay float32, as when it loads its checkpoint), geovla with
-``policy.to(torch.bfloat16)``.
+Precision with ``--dtype bfloat16``, as each stack is deployed: pi0 and pi05 with
+``dtype="bfloat16"`` (their own mix: SigLIP, its projector and the norms stay float32), smolvla
+with its VLM and expert in bfloat16 (its projections stay float32, as when it loads its
+checkpoint), geovla with ``policy.to(torch.bfloat16)``.
 
 SmolVLA builds its VLM from a model directory; without the real one this script writes one with
 the shape of ``SmolVLM2-500M-Video-Instruct`` (text: 960 wide, 32 layers of which SmolVLA keeps
@@ -27,11 +31,16 @@ its default 16, 15 heads, 5 key/value heads; vision: SigLIP-B/16 at 512 px; pixe
 a word-level tokenizer holding its special tokens. ``--smolvla-vlm DIR`` uses another directory
 (e.g. the real checkpoint's, or a small one from :func:`write_smolvlm_dir`).
 
+``--toy`` builds the same classes at toy sizes, to check on a CPU in seconds that they build and
+run here (the figures mean nothing): pi0 and pi05 with both Gemmas 64 wide and 2 deep and a
+one-layer 32-wide SigLIP (their variants are fixed names, so this script swaps in the toy shapes
+while it builds them), smolvla on a 4-layer 64-wide SmolVLM (``SMOLVLM_TOY``).
+
 Reference points printed with the figures: pi0 takes 73 ms per chunk on an RTX 4090 with 3
 cameras (openpi); the targets on an H100 are geovla ``full`` <= 50 ms and ``small`` <= 15 ms.
 
     python scripts/bench_anchors.py --device cuda --dtype bfloat16
-    python scripts/bench_anchors.py --policies smolvla geovla-tiny --image-size 64 --calls 3
+    python scripts/bench_anchors.py --toy --policies pi0 pi05 smolvla geovla-tiny --image-size 64 --calls 3
 """
 
 from __future__ import annotations
@@ -43,20 +52,24 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import lerobot
 import numpy as np
 import torch
+import transformers
 from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_policy import ACTION_DIM, STATE_DIM, build_policy, emit, peak_memory_mb, select_device, synchronize  # noqa: E402
-from lerobot_pi0_compat import fork_installed, openpi_transformers  # noqa: E402
 
-POLICIES = ("pi0", "smolvla", "geovla-tiny", "geovla-small", "geovla-full")
-DEFAULT_POLICIES = ("pi0", "smolvla", "geovla-small", "geovla-full")
+PI_POLICIES = ("pi0", "pi05")
+POLICIES = (*PI_POLICIES, "smolvla", "geovla-tiny", "geovla-small", "geovla-full")
+DEFAULT_POLICIES = (*PI_POLICIES, "smolvla", "geovla-small", "geovla-full")
 PI0_RTX4090_MS = 73.0
 H100_TARGET_MS = {"geovla-full": 50.0, "geovla-small": 15.0}
 INSTRUCTION_TOKENS = 16
@@ -70,8 +83,19 @@ SMOLVLM2_500M = {
                "patch_size": 16, "image_size": 512},
     "scale_factor": 4,
 }
+SMOLVLM_TOY = {
+    "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "vocab_size": 1024},
+    "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "patch_size": 16, "image_size": 64},
+    "scale_factor": 2,
+}
 SMOLVLM_SPECIAL_TOKENS = {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
                           "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}
+# Both Gemmas of a toy pi0 / pi05 (paligemma and expert attend to each other's keys, so they share
+# heads and depth; 8 query heads as in every pi Gemma variant), and its SigLIP.
+PI_TOY_GEMMA = {"width": 64, "depth": 2, "mlp_dim": 128, "num_heads": 8, "num_kv_heads": 1, "head_dim": 16}
+PI_TOY_SIGLIP = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,6 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--smolvla-vlm", type=Path, default=None,
                    help="SmolVLA's VLM directory (default: one written with SmolVLM2-500M's shape)")
+    p.add_argument("--toy", action="store_true",
+                   help="pi0, pi05 and smolvla at toy sizes: checks that they build and run, not their figures")
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     if args.calls < 2 or args.warmup < 1 or args.cameras < 1:
@@ -99,7 +125,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def write_smolvlm_dir(directory: Path, shape: dict[str, Any] = SMOLVLM2_500M) -> Path:
     """A SmolVLM model directory (config and processor, no weights) of ``shape`` for SmolVLA's
-    ``vlm_model_name``; its tokenizer knows only SmolVLM's special tokens (ids are fed directly)."""
+    ``vlm_model_name``; its tokenizer knows only SmolVLM's special tokens (ids are fed directly),
+    named as SmolVLA looks them up (``tokenizer.fake_image_token_id``, ...)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import (PreTrainedTokenizerFast, SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor,
                               SmolVLMVideoProcessor)
@@ -107,10 +134,8 @@ def write_smolvlm_dir(directory: Path, shape: dict[str, Any] = SMOLVLM2_500M) ->
     tokens = ["<unk>", "<|endoftext|>", *SMOLVLM_SPECIAL_TOKENS.values()]
     word_level = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
     word_level.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=word_level, unk_token="<unk>", eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-        additional_special_tokens=list(SMOLVLM_SPECIAL_TOKENS.values()), extra_special_tokens=SMOLVLM_SPECIAL_TOKENS,
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level, unk_token="<unk>", eos_token="<|endoftext|>",
+                                        pad_token="<|endoftext|>", extra_special_tokens=SMOLVLM_SPECIAL_TOKENS)
     processor = SmolVLMProcessor(image_processor=SmolVLMImageProcessor(), tokenizer=tokenizer,
                                  video_processor=SmolVLMVideoProcessor())
     config = SmolVLMConfig(text_config={"model_type": "llama", **shape["text"]}, vision_config=shape["vision"],
@@ -127,16 +152,54 @@ def features(cameras: int, size: int) -> tuple[dict[str, PolicyFeature], dict[st
     return inputs, {ACTION: PolicyFeature(FeatureType.ACTION, (ACTION_DIM,))}
 
 
-def build_pi0(args: argparse.Namespace) -> tuple[Any, int]:
-    """LeRobot's ``PI0Policy`` at its default size (PaliGemma 2B + 300M expert), and its token count."""
-    from lerobot.policies.pi0.configuration_pi0 import PI0Config
-    from lerobot.policies.pi0.modeling_pi0 import PI0Policy
+def pi_modules(name: str) -> tuple[Any, Any, Any]:
+    """LeRobot's (config class, policy class, modeling module) of ``pi0`` or ``pi05``."""
+    if name == "pi0":
+        from lerobot.policies.pi0 import modeling_pi0
+        from lerobot.policies.pi0.configuration_pi0 import PI0Config
 
+        return PI0Config, modeling_pi0.PI0Policy, modeling_pi0
+    from lerobot.policies.pi05 import modeling_pi05
+    from lerobot.policies.pi05.configuration_pi05 import PI05Config
+
+    return PI05Config, modeling_pi05.PI05Policy, modeling_pi05
+
+
+def pi_config(args: argparse.Namespace, name: str) -> Any:
+    """``PI0Config`` / ``PI05Config`` at its defaults (PaliGemma 2B + 300M expert, 224 px) with the
+    run's cameras, chunk, flow steps, dtype and device."""
+    config_class, _, _ = pi_modules(name)
     inputs, outputs = features(args.cameras, args.image_size)
-    config = PI0Config(input_features=inputs, output_features=outputs, chunk_size=args.chunk_size,
-                       n_action_steps=args.chunk_size, num_inference_steps=args.flow_steps, dtype=args.dtype,
-                       device=args.device, push_to_hub=False)
-    return PI0Policy(config), config.tokenizer_max_length  # its processor pads to the max length
+    return config_class(input_features=inputs, output_features=outputs, chunk_size=args.chunk_size,
+                        n_action_steps=args.chunk_size, num_inference_steps=args.flow_steps, dtype=args.dtype,
+                        device=args.device, push_to_hub=False)
+
+
+@contextlib.contextmanager
+def toy_pi_sizes(modeling: Any) -> Iterator[None]:
+    """While open, pi0's or pi05's ``modeling`` module builds its Gemmas as ``PI_TOY_GEMMA`` and its
+    SigLIP as ``PI_TOY_SIGLIP``, whatever variant the config names; nothing else changes."""
+    gemma = modeling.GemmaConfig(**PI_TOY_GEMMA)
+    paligemma_class = modeling.PaliGemmaForConditionalGenerationWithPiGemma
+
+    def toy_paligemma(config: Any) -> Any:
+        for key, value in PI_TOY_SIGLIP.items():
+            setattr(config.vision_config, key, value)
+        config.vision_config.projection_dim = gemma.width  # the projector feeds the toy Gemma
+        return paligemma_class(config)
+
+    with (mock.patch.object(modeling, "get_gemma_config", lambda variant: gemma),
+          mock.patch.object(modeling, "PaliGemmaForConditionalGenerationWithPiGemma", toy_paligemma)):
+        yield
+
+
+def build_pi(args: argparse.Namespace, name: str) -> tuple[Any, int]:
+    """LeRobot's ``PI0Policy`` or ``PI05Policy`` (toy sizes with ``args.toy``), and its token count."""
+    _, policy_class, modeling = pi_modules(name)
+    config = pi_config(args, name)
+    with toy_pi_sizes(modeling) if args.toy else contextlib.nullcontext():
+        policy = policy_class(config)
+    return policy, config.tokenizer_max_length  # its processor pads to the max length
 
 
 def build_smolvla(args: argparse.Namespace, vlm_dir: Path) -> tuple[Any, int]:
@@ -164,6 +227,17 @@ def build_geovla(args: argparse.Namespace, preset: str) -> tuple[Any, int]:
     return policy.to(getattr(torch, args.dtype)), INSTRUCTION_TOKENS
 
 
+def build(name: str, args: argparse.Namespace, scratch: Path) -> tuple[Any, int]:
+    """Policy ``name`` of ``POLICIES`` and the number of token ids its batches carry; smolvla's VLM
+    directory is ``--smolvla-vlm`` or one written under ``scratch``."""
+    if name in PI_POLICIES:
+        return build_pi(args, name)
+    if name == "smolvla":
+        shape = SMOLVLM_TOY if args.toy else SMOLVLM2_500M
+        return build_smolvla(args, args.smolvla_vlm or write_smolvlm_dir(scratch / "smolvlm", shape))
+    return build_geovla(args, name.removeprefix("geovla-"))
+
+
 def batch_for(args: argparse.Namespace, tokens: int, device: torch.device, generator: torch.Generator) -> dict[str, Any]:
     """A preprocessed batch of one: frames, state, ``tokens`` ids of which the first
     ``INSTRUCTION_TOKENS`` are the instruction (the rest padding)."""
@@ -175,6 +249,14 @@ def batch_for(args: argparse.Namespace, tokens: int, device: torch.device, gener
     batch[OBS_LANGUAGE_TOKENS] = torch.randint(0, TOKEN_ID_RANGE, (1, tokens), generator=generator)
     batch[OBS_LANGUAGE_ATTENTION_MASK] = torch.arange(tokens)[None] < INSTRUCTION_TOKENS
     return {k: v.to(device) for k, v in batch.items()}
+
+
+def check_chunk(policy: Any, chunk: torch.Tensor, chunk_size: int) -> None:
+    """Exits unless ``chunk`` is one finite ``(1, chunk_size, ACTION_DIM)`` chunk: a policy that
+    returns anything else is broken here, and its time would mean nothing."""
+    if tuple(chunk.shape) != (1, chunk_size, ACTION_DIM) or not bool(torch.isfinite(chunk).all()):
+        raise SystemExit(f"{type(policy).__name__} returned a chunk of shape {tuple(chunk.shape)} "
+                         f"(expected (1, {chunk_size}, {ACTION_DIM})) or non-finite values")
 
 
 def time_policy(policy: Any, args: argparse.Namespace, tokens: int, device: torch.device) -> dict[str, Any]:
@@ -192,9 +274,7 @@ def time_policy(policy: Any, args: argparse.Namespace, tokens: int, device: torc
         synchronize(device)
         if i >= args.warmup:
             latencies.append((time.perf_counter() - start) * 1e3)
-    if tuple(chunk.shape) != (1, args.chunk_size, ACTION_DIM) or not bool(torch.isfinite(chunk).all()):
-        raise SystemExit(f"{type(policy).__name__} returned a chunk of shape {tuple(chunk.shape)} "
-                         f"(expected (1, {args.chunk_size}, {ACTION_DIM})) or non-finite values")
+    check_chunk(policy, chunk, args.chunk_size)
     return {
         "median_ms": round(statistics.median(latencies), 3),
         "p95_ms": round(float(np.percentile(latencies, 95)), 3),
@@ -211,31 +291,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.policies:
             torch.manual_seed(args.seed)
-            fork = name == "pi0" and fork_installed()
-            with openpi_transformers() if name == "pi0" else contextlib.nullcontext():
-                # Built on the device (random init of billions of weights is slow on a CPU);
-                # LeRobot prints while building, and stdout is the JSON.
-                with device, contextlib.redirect_stdout(sys.stderr):
-                    if name == "pi0":
-                        policy, tokens = build_pi0(args)
-                    elif name == "smolvla":
-                        vlm_dir = args.smolvla_vlm or write_smolvlm_dir(Path(scratch) / "smolvlm")
-                        policy, tokens = build_smolvla(args, vlm_dir)
-                    else:
-                        policy, tokens = build_geovla(args, name.removeprefix("geovla-"))
-                results[name] = time_policy(policy, args, tokens, device)
-            if name == "pi0":
-                results[name]["transformers"] = "openpi fork" if fork else "release + lerobot_pi0_compat"
+            # Built on the device (random init of billions of weights is slow on a CPU);
+            # LeRobot prints while building, and stdout is the JSON.
+            with device, contextlib.redirect_stdout(sys.stderr):
+                policy, tokens = build(name, args, Path(scratch))
+            results[name] = time_policy(policy, args, tokens, device)
             del policy
             gc.collect()
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-    if "median_ms" in results.get("pi0", {}):
+    if "pi0" in results:
         for result in results.values():
             result["speedup_vs_pi0"] = round(results["pi0"]["median_ms"] / result["median_ms"], 3)
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "dtype": args.dtype,
+        "toy": args.toy,
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                     "lerobot": lerobot.__version__},
         "torch_threads": torch.get_num_threads(),
         "cameras": args.cameras,
         "image_size": args.image_size,

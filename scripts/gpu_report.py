@@ -7,13 +7,16 @@ benchmarks that need a GPU and checks their figures against the project's target
   ``bench_voxel.py`` (voxelisation, render times, gsplat vs CPU-rasteriser speed ratio);
 - ``policy``: ``bench_policy.py`` for ``small`` and ``full`` in bfloat16, eager and compiled with
   CUDA graphs (``--compile-mode reduce-overhead``);
-- ``anchors``: ``bench_anchors.py``, LeRobot's pi0 and smolvla next to geovla small and full;
+- ``anchors``: ``bench_anchors.py``, LeRobot's pi0, pi05 and smolvla next to geovla small and full
+  in bfloat16;
 - ``train``: ``bench_train.py`` for ``small`` (full fine-tuning, batch 32, MFU) and ``full``
   (LoRA + gradient checkpointing).
 
 ``--out DIR`` receives ``report.json`` (every job's JSON, exit code, wall time and last error
 lines, plus a summary of the figures against the targets) and ``report.log`` (the jobs' stderr).
-``--quick`` runs every job at toy sizes, to check the plumbing on any machine in a minute.
+``--quick`` runs every job at toy sizes (``anchors``: the three LeRobot policies with
+``bench_anchors.py --toy`` next to geovla tiny), to check the plumbing on any machine in a minute
+or two.
 
     python scripts/gpu_report.py --out outputs/gpu --jobs render
     python scripts/gpu_report.py --out outputs/gpu --jobs policy_small policy_small_compiled anchors train
@@ -32,6 +35,7 @@ from typing import Any, TextIO
 
 SCRIPTS = Path(__file__).resolve().parent
 TARGETS = {"small_ms": 15.0, "full_ms": 50.0, "small_mfu": 0.35}
+ANCHORS = ("pi0", "pi05", "smolvla")  # LeRobot's policies that the anchors job times geovla against
 
 
 def jobs(device: str, quick: bool) -> dict[str, tuple[str, list[str]]]:
@@ -50,9 +54,9 @@ def jobs(device: str, quick: bool) -> dict[str, tuple[str, list[str]]]:
         "policy_full": ("bench_policy.py", [*policy, "--preset", "full"], [*policy, *toy_policy]),
         "policy_full_compiled": ("bench_policy.py", [*policy, "--preset", "full", *compiled],
                                  [*policy, *toy_policy, "--compile"]),
-        "anchors": ("bench_anchors.py", ["--device", device, "--dtype", "bfloat16"],
-                    ["--device", device, "--policies", "geovla-tiny", "--image-size", "64", "--chunk-size", "10",
-                     "--warmup", "1", "--calls", "2"]),
+        "anchors": ("bench_anchors.py", [*policy, "--policies", *ANCHORS, "geovla-small", "geovla-full"],
+                    [*policy, "--toy", "--policies", *ANCHORS, "geovla-tiny", "--image-size", "64", "--chunk-size",
+                     "10", "--warmup", "1", "--calls", "2"]),
         "train_small": ("bench_train.py", [*policy, "--preset", "small", "--batch", "32"], [*policy, *toy_train]),
         "train_full_lora": ("bench_train.py", [*policy, "--preset", "full", "--batch", "8", "--lora-rank", "16",
                                                "--grad-checkpointing"],
