@@ -1,6 +1,9 @@
 """Record scripted-expert demonstrations of the built-in task to a local LeRobotDataset.
 
     python scripts/record_demos.py --task reach --episodes 50 --out outputs/datasets/reach
+
+A recording killed part-way (even by SIGKILL) keeps every episode saved before the kill: opening
+it with ``envs.recording.open_dataset`` rolls it back to them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--no-geometry", action="store_true", help="skip depth and camera ground truth")
     parser.add_argument("--video", action="store_true", help="store images as mp4 (lossy) instead of PNG")
+    parser.add_argument(
+        "--depth-video",
+        action="store_true",
+        help="store depth as LeRobot's native depth video (12-bit log codes, lossless HEVC; at most 0.085%% "
+        "error, 0.5 mm at 0.6 m) instead of exact float32 arrays",
+    )
     parser.add_argument("--repo-id", default=None, help="dataset repo id (default local/<out dir name>)")
     return parser.parse_args()
 
@@ -34,7 +43,14 @@ def main() -> None:
     start = time.perf_counter()
     try:
         summary = record_demos(
-            env, envs.make_expert(env), args.out, args.episodes, seed=args.seed, repo_id=args.repo_id, video=args.video
+            env,
+            envs.make_expert(env),
+            args.out,
+            args.episodes,
+            seed=args.seed,
+            repo_id=args.repo_id,
+            video=args.video,
+            depth_video=args.depth_video,
         )
     finally:
         env.close()
