@@ -27,7 +27,7 @@ import datasets
 import gymnasium as gym
 import numpy as np
 from lerobot.configs import DepthEncoderConfig
-from lerobot.datasets import LeRobotDataset
+from lerobot.datasets import LeRobotDataset, LeRobotDatasetMetadata
 from lerobot.datasets.utils import INFO_PATH
 from tqdm.auto import tqdm
 
@@ -70,14 +70,22 @@ def open_dataset(root: str | Path, repo_id: str | None = None, **kwargs: Any) ->
     download the missing files from the Hub.
     """
     root = Path(root)
-    recover_recording(root)
-    _check_has_episodes(root)
+    _make_readable(root)
     return RecordedDataset(
         repo_id or f"local/{root.name}", root=root, video_backend=VIDEO_BACKEND, depth_output_unit="m", **kwargs
     )
 
 
-def _check_has_episodes(root: Path) -> None:
+def open_metadata(root: str | Path, repo_id: str | None = None) -> LeRobotDatasetMetadata:
+    """The metadata of a local dataset, after the same recovery and checks as :func:`open_dataset`."""
+    root = Path(root)
+    _make_readable(root)
+    return LeRobotDatasetMetadata(repo_id or f"local/{root.name}", root=root)
+
+
+def _make_readable(root: Path) -> None:
+    """Roll a killed recording back (:func:`recover_recording`), then check ``root`` holds episodes."""
+    recover_recording(root)
     info_path = root / INFO_PATH
     if not info_path.is_file():
         raise FileNotFoundError(f"{root} is not a LeRobot dataset: {info_path} is missing")

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from geometry.layers.attention import GroupMasks
+from geometry.layers.scalar import load_scalars_saved_0d
 
 LOG_EPS = 1e-6
 
@@ -100,7 +101,8 @@ class DynamicsMask(nn.Module):
         super().__init__()
         self.head = SpatialMaskHead(dim)
         self.gates = nn.Parameter(torch.zeros(depth))
-        self.strength = nn.Parameter(torch.zeros(()))
+        self.strength = nn.Parameter(torch.zeros(1))
+        load_scalars_saved_0d(self, "strength")
 
     def layer_query_groups(self, layer: int, num_frames: int, tokens_per_frame: int,
                            patch_start_idx: int) -> list[tuple[torch.Tensor, torch.Tensor | float | None]]:

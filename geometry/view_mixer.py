@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from geometry.layers.lowrank import LowRankLinear
+from geometry.layers.scalar import load_scalars_saved_0d
 
 
 class ViewMixer(nn.Module):
@@ -26,7 +27,8 @@ class ViewMixer(nn.Module):
         self.k = LowRankLinear(dim, dim, rank)
         self.v = LowRankLinear(dim, dim, rank)
         self.out = LowRankLinear(dim, dim, rank, zero_init=True)
-        self.gate = nn.Parameter(torch.tensor(gate_init))
+        self.gate = nn.Parameter(torch.full((1,), gate_init))
+        load_scalars_saved_0d(self, "gate")
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """`[B, T, V, P, C] -> [B, T, V, P, C]`, attention over the V*P tokens of each (b, t)."""

@@ -5,7 +5,16 @@
     python scripts/train_policy.py --config ... --resume          # continue from the last checkpoint
 
 Overrides are ``key=value`` pairs (YAML values; ``policy.<field>`` sets a GeoVLAConfig field).
-Multi-GPU: ``accelerate launch --num_processes N`` (see the README for an FSDP config).
+
+Several processes train one run on ``batch_size × grad_accum × N`` samples per step
+(``batch_size`` is per process), exactly as one process with ``grad_accum × N`` micro-batches
+would; a checkpoint resumes under any N with the same ``grad_accum × N``:
+
+    accelerate launch --multi_gpu --num_processes N scripts/train_policy.py --config ...     # DDP, GPUs
+    accelerate launch --config_file configs/accelerate_fsdp.yaml scripts/train_policy.py ...  # FSDP, GPUs
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N scripts/train_policy.py ...  # DDP, CPUs
+
+(``accelerate launch --cpu`` starts a single process; FSDP runs on GPUs only.)
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import json
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 from policies.rollout import DEFAULT_SEED, env_factory, evaluate_policy
 from policies.training import TrainConfig, read_yaml, train
@@ -55,7 +65,8 @@ def main() -> None:
     losses = result["losses"]
     summary = {"final_policy": result["final_dir"], "steps": result["steps"], "seconds": round(result["seconds"], 1),
                "final_loss": losses[max(losses)] if losses else None}
-    print(json.dumps(summary, indent=2))
+    if PartialState().is_main_process:
+        print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
