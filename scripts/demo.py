@@ -3,7 +3,7 @@
 1. Record scripted ``reach`` demonstrations (with geometry ground truth) to a LeRobotDataset and
    write a video of the first episodes, all cameras side by side.
 2. Train the ``tiny`` policy on them (``configs/demo_reach_tiny.yaml``).
-3. Evaluate on held-out seeds, and again with the instruction swapped to another object of the
+3. Evaluate on 100 held-out seeds (success with its Wilson 95% interval), and again with the instruction swapped to another object of the
    scene (does the policy follow the language?).
 4. Print the success rates and where the dataset, videos, plots and checkpoint are.
 """
@@ -23,6 +23,7 @@ import numpy as np
 import envs
 from envs.recording import open_dataset, record_demos
 from envs.video import caption_frame, write_mp4
+from policies.intervals import wilson_interval
 from policies.rollout import DEFAULT_SEED
 from policies.training import TrainConfig, read_yaml, train
 
@@ -48,12 +49,17 @@ def dataset_video(root: Path, out: Path, episodes: int) -> Path:
     return write_mp4(frames, out, fps=dataset.fps)
 
 
+def interval(results: dict) -> list[float]:
+    """Wilson 95% interval of an evaluation's success rate."""
+    return [round(bound, 3) for bound in wilson_interval(sum(results["successes"]), results["episodes"])]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="outputs/demo", help="output directory (replaced if it exists)")
     parser.add_argument("--config", default=str(DEMO_CONFIG), help="training config (YAML)")
     parser.add_argument("--episodes", type=int, default=1000, help="demonstrations to record")
-    parser.add_argument("--eval-episodes", type=int, default=50)
+    parser.add_argument("--eval-episodes", type=int, default=100)
     parser.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
     args = parser.parse_args()
 
@@ -94,7 +100,9 @@ def main() -> None:
         "training_steps": cfg.steps,
         "final_loss": trained["losses"][max(trained["losses"])],
         "success_rate_held_out": held_out["success_rate"],
+        "success_interval_held_out": interval(held_out),
         "success_rate_swapped_instruction": swapped["success_rate"],
+        "success_interval_swapped_instruction": interval(swapped),
         "eval_episodes": args.eval_episodes,
         **{k: round(v, 1) for k, v in timings.items()},
         "dataset": str(out / "dataset"),
@@ -107,8 +115,11 @@ def main() -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
     print(
-        f"\nSuccess on {args.eval_episodes} held-out seeds: {held_out['success_rate']:.0%}; "
-        f"with the instruction swapped to another object: {swapped['success_rate']:.0%}\n"
+        f"\nSuccess on {args.eval_episodes} held-out seeds: {held_out['success_rate']:.0%} "
+        f"(95% interval {summary['success_interval_held_out'][0]:.0%}-{summary['success_interval_held_out'][1]:.0%}); "
+        f"with the instruction swapped to another object: {swapped['success_rate']:.0%} "
+        f"({summary['success_interval_swapped_instruction'][0]:.0%}-"
+        f"{summary['success_interval_swapped_instruction'][1]:.0%})\n"
         f"Policy:  {out / 'policy'}\nVideos:  {out / 'eval' / 'videos'}, {expert_video}\n"
         f"Plots:   {out / 'eval' / 'success.png'}, {out / 'eval_swapped' / 'success.png'}"
     )
