@@ -65,6 +65,11 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     curve.set_ylabel("cumulative success rate")
     swap = " (instruction swapped)" if results["swap_instruction"] else ""
     curve.set_title(f"{results['env']}{swap}: {results['success_rate']:.0%} success")
+    return save_figure(fig, path)
+
+
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Write ``fig`` to ``path`` (folders made as needed) and close it."""
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,9 @@ from lerobot.policies.rtc.configuration_rtc import RTCConfig  # noqa: E402
 from policies.intervals import wilson_interval  # noqa: E402
 from policies.modeling_geovla import GeoVLAPolicy  # noqa: E402
 from policies.rollout import DEFAULT_SEED, env_factory, evaluate_policy  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).parent))
+from eval_policy import save_figure  # noqa: E402
 
 SUMMARY_KEYS = ("delay", "rtc", "success_rate", "success_interval", "boundary_change", "within_chunk_change",
                 "boundaries", "mean_steps", "eval_s")
@@ -74,11 +78,7 @@ def plot(runs: list[dict[str, Any]], path: Path) -> Path:
     change.set_xlabel("inference delay (control steps)")
     change.set_ylabel("mean |a_t - a_(t-1)|")
     change.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

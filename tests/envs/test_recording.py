@@ -78,18 +78,23 @@ def test_dataset_round_trip_equals_what_was_recorded(tmp_path):
                 )
 
 
+def _assert_first_two_episodes_kept(root, env) -> None:
+    """The dataset at ``root`` holds exactly ``env``'s first two recorded episodes."""
+    dataset = open_dataset(root)
+    assert dataset.num_episodes == 2
+    assert len(dataset) == sum(len(e) for e in env.episodes[:2])
+    last = dataset[len(dataset) - 1]
+    assert last["episode_index"].item() == 1
+    np.testing.assert_array_equal(last["action"].numpy(), env.episodes[1][-1][1])
+
+
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
 def test_interrupted_recording_keeps_saved_episodes_readable(tmp_path, error):
     env = _make_env(fail_at=(2, 4), error=error)
     with pytest.raises(error):
         record_demos(env, envs.make_expert(env), tmp_path / "ds", num_episodes=5, progress=False)
     env.close()
-    dataset = open_dataset(tmp_path / "ds")
-    assert dataset.num_episodes == 2
-    assert len(dataset) == sum(len(e) for e in env.episodes[:2])
-    last = dataset[len(dataset) - 1]
-    assert last["episode_index"].item() == 1
-    np.testing.assert_array_equal(last["action"].numpy(), env.episodes[1][-1][1])
+    _assert_first_two_episodes_kept(tmp_path / "ds", env)
 
 
 @pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
@@ -110,10 +115,7 @@ def test_failure_while_saving_an_episode_drops_only_that_episode(tmp_path, monke
     with pytest.raises(error):
         record_demos(env, envs.make_expert(env), tmp_path / "ds", num_episodes=5, progress=False)
     env.close()
-    dataset = open_dataset(tmp_path / "ds")
-    assert dataset.num_episodes == 2
-    assert len(dataset) == sum(len(e) for e in env.episodes[:2])
-    assert dataset[len(dataset) - 1]["episode_index"].item() == 1
+    _assert_first_two_episodes_kept(tmp_path / "ds", env)
     assert not (tmp_path / "ds" / JOURNAL_DIR).exists()
 
 
