@@ -25,7 +25,8 @@ from envs.recording import open_dataset, record_demos
 from envs.video import caption_frame, write_mp4
 from policies.intervals import wilson_interval
 from policies.rollout import DEFAULT_SEED
-from policies.training import TrainConfig, read_yaml, train
+from policies.train_config import TrainConfig, read_yaml
+from policies.training import train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from eval_policy import main as evaluate  # noqa: E402

@@ -27,7 +27,8 @@ import torch
 from accelerate import PartialState
 
 from policies.rollout import DEFAULT_SEED, env_factory, evaluate_policy
-from policies.training import TrainConfig, read_yaml, train
+from policies.train_config import TrainConfig, read_yaml
+from policies.training import train
 
 
 def load_config(path: str | None, overrides: list[str]) -> TrainConfig:

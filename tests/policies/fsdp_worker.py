@@ -22,7 +22,9 @@ from torch.distributed.fsdp import FullStateDictConfig, ShardingStrategy, StateD
 from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
 from policies.modeling_geovla import GeoVLAPolicy
-from policies.training import TrainConfig, batch_randomness, build_policy, step_batches, training_dataset
+from policies.distributed import batch_randomness, step_batches
+from policies.train_config import TrainConfig
+from policies.training import build_policy, training_dataset
 
 CPU = torch.device("cpu")
 

@@ -1,7 +1,7 @@
 """Distributed training through accelerate: 2 CPU processes (DDP over gloo) train exactly as one
 process does on the same global batch, and checkpoints resume under either process count.
 
-Convention (``policies.training``): ``batch_size`` is per process and micro-batch, so 2 processes
+Convention (``policies.distributed``): ``batch_size`` is per process and micro-batch, so 2 processes
 with ``batch_size=2`` train on the same 4 samples per step as 1 process with ``batch_size=2`` and
 ``grad_accum=2``; each micro-batch's flow-matching noise is seeded by its sampler index, so both
 runs also draw the same noise. The two gradients then agree to the last bit: DDP averages
@@ -23,7 +23,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from policies.training import CHECKPOINTS, STATE_FILE, TrainConfig, batch_randomness, step_batches, train
+from policies.checkpoints import CHECKPOINTS, STATE_FILE
+from policies.distributed import batch_randomness, step_batches
+from policies.train_config import TrainConfig
+from policies.training import train
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 4

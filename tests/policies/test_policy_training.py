@@ -5,7 +5,10 @@ import pytest
 import torch
 
 from policies.modeling_geovla import GeoVLAPolicy
-from policies.training import StepBatchSampler, TrainConfig, latest_checkpoint, train
+from policies.checkpoints import latest_checkpoint
+from policies.distributed import StepBatchSampler
+from policies.train_config import TrainConfig
+from policies.training import train
 
 
 def _config(root, output, **overrides):
