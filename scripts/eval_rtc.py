@@ -28,6 +28,7 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from lerobot.configs import RTCAttentionSchedule  # noqa: E402
 from lerobot.policies.rtc.configuration_rtc import RTCConfig  # noqa: E402
 
 from policies.intervals import wilson_interval  # noqa: E402
@@ -91,6 +92,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--batch-size", type=int, default=10, help="envs stepped together")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per episode")
     parser.add_argument("--max-guidance-weight", type=float, default=RTCConfig.max_guidance_weight)
+    parser.add_argument("--schedule", default=RTCConfig.prefix_attention_schedule.value,
+                        choices=[s.value for s in RTCAttentionSchedule],
+                        help="RTC's prefix weights: LINEAR (LeRobot's default) blends the leftovers past the "
+                             "delay into the new chunk; ZEROS guides only the first `delay` actions")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path("outputs/rtc"))
     args = parser.parse_args(argv)
@@ -99,12 +104,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     policy = GeoVLAPolicy.from_pretrained(args.policy, device="cpu")
     policy.config.rtc_config = RTCConfig(execution_horizon=policy.config.chunk_size,
-                                         max_guidance_weight=args.max_guidance_weight)
+                                         max_guidance_weight=args.max_guidance_weight,
+                                         prefix_attention_schedule=RTCAttentionSchedule(args.schedule))
     policy.init_rtc_processor()
     runs = run(policy, args.delays, args.episodes, args.seed, args.task, args.batch_size, args.max_steps)
     results = {"policy": str(args.policy), "task": args.task, "episodes": args.episodes, "seed": args.seed,
                "execute_steps": policy.config.n_action_steps, "chunk_size": policy.config.chunk_size,
-               "max_guidance_weight": args.max_guidance_weight, "runs": runs,
+               "max_guidance_weight": args.max_guidance_weight, "schedule": args.schedule, "runs": runs,
                "plot": str(plot(runs, args.out / "rtc.png"))}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(results, indent=2))
