@@ -18,6 +18,7 @@ PRESETS = ("tiny", "small", "full")
 GEOMETRY_KEY_PREFIXES = ("observation.depth.", "observation.intrinsics.", "observation.extrinsics.")
 FREEZE_OPTIONS = ("none", "vision", "llm", "vision_and_llm")
 SPATIAL_TOKENS = ("patch", "voxel")
+INSTRUCTION_TRUNCATION = ("warn", "error")
 
 
 def workspace_box(values: Sequence[float], name: str = "workspace") -> tuple[float, float, float, float, float, float]:
@@ -76,7 +77,16 @@ class GeoVLAConfig(PreTrainedConfig):
         flow_samples: flow-matching (noise, time) draws per observation in training. The
             expert runs the draws side by side against one prefix pass, so a few draws cost
             little and give the expert several targets per (expensive) observation.
-        tokenizer_max_length: instruction tokens kept (right-padded).
+        tokenizer_max_length: instruction tokens (``<bos>`` included) the policy reads, right-padded.
+            64 holds every built-in task's instruction (at most 49 byte tokens, PushT's) and
+            every MetaWorld task description (at most 58: "Grasp the puck from one bin and place
+            it into another bin"). Checkpoints store their own value.
+        instruction_truncation: what a longer instruction does: ``error`` (a ValueError naming it,
+            its token count and this limit) or ``warn`` (a warning, then its first
+            ``tokenizer_max_length`` tokens are read). A cut instruction can lose the words that
+            tell tasks apart ("... of the red cube" and "... of the blue cube" cut alike), so
+            the default fails loudly, in training as in acting. The preprocessor saves it;
+            processors saved before the option existed warn (they were trained on the cut text).
         tokenizer: file-free tokenizer of an LLM built from scratch: ``byte`` (UTF-8 bytes) or
             ``word`` (hashed words: one token per word, which a small LLM trained from scratch
             grounds faster); ignored with ``llm_path``.
@@ -111,7 +121,8 @@ class GeoVLAConfig(PreTrainedConfig):
     max_action_dim: int = 8
     num_flow_steps: int = 10
     flow_samples: int = 1
-    tokenizer_max_length: int = 32
+    tokenizer_max_length: int = 64
+    instruction_truncation: str = "error"
     tokenizer: str = "byte"
     llm_path: str | None = None
     prefix_causal: bool = True
@@ -162,6 +173,10 @@ class GeoVLAConfig(PreTrainedConfig):
         if self.voxel_origin is not None and self.spatial_tokens != "voxel":
             raise ValueError(f"voxel_origin={self.voxel_origin!r} needs spatial_tokens='voxel'")
         self.voxel_workspace = workspace_box(self.voxel_workspace, "voxel_workspace")
+        if self.instruction_truncation not in INSTRUCTION_TRUNCATION:
+            raise ValueError(
+                f"instruction_truncation must be one of {INSTRUCTION_TRUNCATION}, got {self.instruction_truncation!r}"
+            )
         if self.tokenizer not in TOKENIZERS:
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         if self.freeze not in FREEZE_OPTIONS:

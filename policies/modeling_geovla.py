@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,20 +19,14 @@ from lerobot.utils.constants import (
     OBS_LANGUAGE_ATTENTION_MASK,
     OBS_LANGUAGE_TOKENS,
     OBS_STATE,
-    POLICY_POSTPROCESSOR_DEFAULT_NAME,
     POLICY_PREPROCESSOR_DEFAULT_NAME,
-)
-from lerobot.processor.converters import (
-    batch_to_transition,
-    policy_action_to_transition,
-    transition_to_batch,
-    transition_to_policy_action,
 )
 
 from policies.configuration_geovla import GeoVLAConfig
 from policies.geovla_model import GeoVLAModel, geometry_targets
-from policies.processor_geovla import GeoVLATokenizerStep  # noqa: F401  (registers the step load_processors needs)
+from policies.policy_files import DIRECTORY_LAYOUT, check_policy_directory, is_local, load_processors
 from policies.robot_observation import CAMERA_MASK_KEY, robot_observation_to_batch
+from policies.rtc_guidance import rtc_guide
 from vla.flow_matching import Guide
 
 ACTION_IS_PAD = "action_is_pad"
@@ -68,7 +61,7 @@ class GeoVLAPolicy(PreTrainedPolicy):
         """Training loss on a normalised batch with ``action [B, H, A]`` (batch is not modified)."""
         if ACTION not in batch:
             raise ValueError(f"forward needs {ACTION!r} in the batch; got keys {sorted(batch)}")
-        images = self._images(batch, history=False)
+        images, _ = self._images(batch, history=False)
         actions = batch[ACTION]
         if actions.dim() != 3 or actions.shape[1] != self.config.chunk_size:
             raise ValueError(f"{ACTION!r} must be [B, {self.config.chunk_size}, A], got {tuple(actions.shape)}")
@@ -102,15 +95,20 @@ class GeoVLAPolicy(PreTrainedPolicy):
         will run while this call computes. Every flow step is guided by LeRobot's
         ``RTCProcessor`` so that the new chunk starts on them: the first ``inference_delay``
         actions follow them, the next ones up to ``execution_horizon`` blend into the new plan.
+
+        A call that raises leaves the history as it was; NaN/inf actions raise a RuntimeError.
         """
         if self.training:  # eval() walks every submodule: 1.5 ms a call on the tiny preset
             self.eval()
-        images = self._images(batch, history=True)
-        return self.model.sample_actions(
+        images, history = self._images(batch, history=True)
+        chunk = self.model.sample_actions(
             images, self._camera_mask(batch, images), *self._instruction(batch), self._state(batch), noise=noise,
             scene=self._scene(batch, images),
             guide=self._rtc_guide(prev_chunk_left_over, inference_delay, execution_horizon, images.shape[0]),
         )
+        self._check_finite_actions(chunk)
+        self._commit_history(history)
+        return chunk
 
     def supports_rtc(self) -> bool:
         return True
@@ -129,32 +127,8 @@ class GeoVLAPolicy(PreTrainedPolicy):
             return None
         if self.rtc_processor is None or self.rtc_processor.rtc_config is not rtc:
             self.init_rtc_processor()
-        given = torch.as_tensor(left_over)
-        left_over = given.unsqueeze(0) if given.dim() == 2 else given
-        if left_over.dim() != 3 or left_over.shape[0] not in (1, batch) or left_over.shape[1] < 1 \
-                or left_over.shape[2] != self.config.action_dim:
-            raise ValueError(
-                f"prev_chunk_left_over must be [T, {self.config.action_dim}] or [{batch}, T, "
-                f"{self.config.action_dim}] with T >= 1, got {tuple(given.shape)}"
-            )
-        if not torch.isfinite(left_over).all():
-            raise ValueError("prev_chunk_left_over holds NaN or inf")
-        delay = 0 if delay is None else int(delay)
-        if delay < 0:
-            raise ValueError(f"inference_delay must be >= 0, got {delay}")
         weight = self.model.action_model.action_in_proj.weight
-        left_over = left_over.to(device=weight.device, dtype=torch.float32).expand(batch, -1, -1)
-        processor = self.rtc_processor
-
-        def guide(x: Tensor, time: float, velocity: Callable[[Tensor], Tensor]) -> Tensor:
-            def no_grad_velocity(y: Tensor) -> Tensor:
-                # RTC's correction needs no gradient through the model (only through x_1 = x - t v).
-                with torch.no_grad():
-                    return velocity(y)
-
-            return processor.denoise_step(x, left_over, delay, time, no_grad_velocity, horizon)
-
-        return guide
+        return rtc_guide(self.rtc_processor, left_over, delay, horizon, batch, self.config.action_dim, weight.device)
 
     @torch.no_grad()
     def select_action(self, batch: dict[str, Any], noise: Tensor | None = None) -> Tensor:
@@ -170,7 +144,27 @@ class GeoVLAPolicy(PreTrainedPolicy):
     @torch.no_grad()
     def observe_batch(self, batch: dict[str, Any]) -> None:
         """Add a preprocessed single-frame batch's cameras to the history without predicting."""
-        self._images(batch, history=True)
+        self._commit_history(self._images(batch, history=True)[1])
+
+    def _commit_history(self, history: deque[Tensor] | None) -> None:
+        """Keep the history a successful call built (None: the call brought its own time axis)."""
+        if history is not None:
+            self._history = history
+
+    def _check_finite_actions(self, actions: Tensor) -> None:
+        """RuntimeError when ``actions`` hold NaN or inf, naming the non-finite weights (the inputs
+        were checked before). One reduction over the chunk: cheap next to the model."""
+        if bool(torch.isfinite(torch.stack(torch.aminmax(actions))).all()):
+            return
+        rows = (~torch.isfinite(actions).flatten(1).all(dim=1)).nonzero().flatten().tolist()
+        bad = [name for name, value in self.state_dict().items()
+               if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        cause = (f"the weights hold NaN/inf: {bad[:5]}{' ...' if len(bad) > 5 else ''} (a diverged training run "
+                 "saves such weights: load an earlier checkpoint)" if bad else
+                 "the weights are finite, so the inputs overflow the model (check the state and image values, "
+                 "and a float16 model's range)")
+        raise RuntimeError(f"the policy predicted NaN/inf actions in batch rows {rows}: {cause}. "
+                           "These actions must not reach a robot")
 
     # -------------------------------------------------------------------- robot API
     def attach_processors(self, preprocessor: PolicyProcessorPipeline, postprocessor: PolicyProcessorPipeline) -> None:
@@ -226,35 +220,75 @@ class GeoVLAPolicy(PreTrainedPolicy):
                 pipeline.save_pretrained(save_directory)
 
     @classmethod
-    def from_pretrained(cls, pretrained_name_or_path: str | Path, **kwargs: Any) -> "GeoVLAPolicy":
-        """Load weights and config; also the processors when the directory holds them."""
-        policy = super().from_pretrained(pretrained_name_or_path, **kwargs)
+    def from_pretrained(
+        cls, pretrained_name_or_path: str | Path, *, strict: bool = True, **kwargs: Any
+    ) -> "GeoVLAPolicy":
+        """Load weights and config; also the processors when the directory holds them.
+
+        ``strict``: every tensor of the policy must be in ``model.safetensors`` and nothing else
+        (else a RuntimeError names the missing and unexpected keys); False loads the tensors that
+        match and leaves the rest at their random init (LeRobot's default, unfit for acting). A
+        local directory is checked first (:func:`check_policy_directory`); a name that is no
+        local path but a Hub repo id is downloaded by LeRobot.
+        """
+        local = is_local(pretrained_name_or_path)
+        if local:
+            check_policy_directory(pretrained_name_or_path)
+        try:
+            policy = super().from_pretrained(pretrained_name_or_path, strict=strict, **kwargs)
+        except FileNotFoundError as error:  # from the Hub: LeRobot's and huggingface_hub's errors
+            if local:
+                raise
+            raise FileNotFoundError(
+                f"{pretrained_name_or_path!r} is no local directory ({Path(pretrained_name_or_path).resolve()} "
+                f"does not exist) and no policy on the Hugging Face Hub ({error}). {DIRECTORY_LAYOUT}"
+            ) from error
         directory = Path(pretrained_name_or_path)
         if (directory / f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json").exists():
             policy.attach_processors(*load_processors(directory, device=policy.config.device))
         return policy
 
-    # -------------------------------------------------------------------- inputs
-    def _images(self, batch: dict[str, Any], history: bool) -> Tensor:
-        """Camera images ``[B, T, V, 3, h, w]`` at the model's size.
+    @classmethod
+    def _load_as_safetensor(cls, model: "GeoVLAPolicy", model_file: str, map_location: str,
+                            strict: bool) -> "GeoVLAPolicy":
+        """LeRobot's loading, with a mismatch error (missing, unexpected or resized tensors) that says
+        what to do."""
+        try:
+            return super()._load_as_safetensor(model, model_file, map_location, strict)
+        except RuntimeError as error:
+            if "loading state_dict" not in str(error):
+                raise
+            raise RuntimeError(
+                f"{model_file} does not match the policy its config.json builds: {error}\nThe weights were saved "
+                "by another version of the model or with another config (preset, cameras, lora_rank, ...): load "
+                "them with the code and config.json they were saved with (from_pretrained(..., strict=False) "
+                "leaves the missing tensors at random init, which is unfit for acting)"
+            ) from error
 
-        Inputs with a time axis are used as they are. A single frame ``[B, 3, H, W]`` per camera
-        is appended to the rollout history when ``history`` (padded with copies of the first
-        frame at an episode's start), or taken as a one-step history otherwise.
+    # -------------------------------------------------------------------- inputs
+    def _images(self, batch: dict[str, Any], history: bool) -> tuple[Tensor, deque[Tensor] | None]:
+        """Camera images ``[B, T, V, 3, h, w]`` at the model's size, and the history the call leaves.
+
+        Inputs with a time axis are used as they are (no history: None). A single frame
+        ``[B, 3, H, W]`` per camera is appended to a copy of the rollout history when ``history``
+        (padded with copies of the first frame at an episode's start), which the caller keeps once
+        the call succeeds, or taken as a one-step history otherwise.
         """
         frames = []
         for key in self.config.camera_keys:
             if key not in batch:
                 raise ValueError(f"batch is missing camera {key!r}; got keys {sorted(batch)}")
             frames.append(batch[key])
+        if len({frame.shape for frame in frames}) != 1:
+            shapes = {key: tuple(frame.shape) for key, frame in zip(self.config.camera_keys, frames)}
+            raise ValueError(f"all cameras must have one shape [B, (T,) 3, H, W], got {shapes}")
         stacked = torch.stack(frames, dim=-4)  # [B, (T,) V, 3, H, W]
+        pending = None
         if stacked.dim() == 5 and not history:
             stacked = stacked.unsqueeze(1)
         elif stacked.dim() == 5:
-            if not self._history:
-                self._history.extend([stacked] * self.config.n_obs_steps)
-            self._history.append(stacked)
-            stacked = torch.stack(list(self._history), dim=1)
+            pending = self._next_history(stacked)
+            stacked = torch.stack(list(pending), dim=1)
         if stacked.dim() != 6:
             raise ValueError(f"camera images must be [B, 3, H, W] or [B, T, 3, H, W], got {tuple(frames[0].shape)}")
         size = self.config.image_size
@@ -262,7 +296,21 @@ class GeoVLAPolicy(PreTrainedPolicy):
             B, T, V = stacked.shape[:3]
             resized = F.interpolate(stacked.flatten(0, 2), size=(size, size), mode="bilinear", antialias=True)
             stacked = resized.unflatten(0, (B, T, V))
-        return stacked
+        return stacked, pending
+
+    def _next_history(self, frame: Tensor) -> deque[Tensor]:
+        """A copy of the history with ``frame [B, V, 3, H, W]`` appended (the policy's is unchanged)."""
+        history = deque(self._history, maxlen=self.config.n_obs_steps)
+        if history and history[-1].shape != frame.shape:
+            raise ValueError(
+                f"camera frames [B, V, 3, H, W] are {tuple(frame.shape)} but the observation history holds "
+                f"{tuple(history[-1].shape)}: the batch size (or image size) changed within an episode. Call "
+                "policy.reset() when an episode starts or the number of environments changes"
+            )
+        if not history:
+            history.extend([frame] * self.config.n_obs_steps)
+        history.append(frame)
+        return history
 
     def _camera_mask(self, batch: dict[str, Any], images: Tensor) -> Tensor:
         mask = batch.get(CAMERA_MASK_KEY)
@@ -324,24 +372,6 @@ class GeoVLAPolicy(PreTrainedPolicy):
                 f"record the dataset (or render the depth) at image_size={self.config.image_size}"
             )
         return fields, []
-
-
-def load_processors(
-    directory: str | Path, device: str | None = None
-) -> tuple[PolicyProcessorPipeline, PolicyProcessorPipeline]:
-    """The pre/post processors saved next to a policy; ``device`` replaces the device the
-    preprocessor moved batches to when it was saved (a policy trained on a GPU, run on a CPU)."""
-    directory = str(directory)
-    overrides = {"device_processor": {"device": str(device)}} if device else {}
-    pre = PolicyProcessorPipeline.from_pretrained(
-        directory, config_filename=f"{POLICY_PREPROCESSOR_DEFAULT_NAME}.json", overrides=overrides,
-        to_transition=batch_to_transition, to_output=transition_to_batch,
-    )
-    post = PolicyProcessorPipeline.from_pretrained(
-        directory, config_filename=f"{POLICY_POSTPROCESSOR_DEFAULT_NAME}.json",
-        to_transition=policy_action_to_transition, to_output=transition_to_policy_action,
-    )
-    return pre, post
 
 
 def apply_freeze(model: GeoVLAModel, freeze: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ from lerobot.utils.constants import (
     POLICY_PREPROCESSOR_DEFAULT_NAME,
 )
 
-from policies.configuration_geovla import GEOMETRY_KEY_PREFIXES, GeoVLAConfig
+from policies.configuration_geovla import GEOMETRY_KEY_PREFIXES, INSTRUCTION_TRUNCATION, GeoVLAConfig
 from vla.pretrained import load_tokenizer
 from vla.tokenizer import make_file_free_tokenizer
 
@@ -82,41 +83,79 @@ def make_tokenizer(llm_path: str | None, kind: str = "byte"):
 class GeoVLATokenizerStep(ObservationProcessorStep):
     """Tokenise ``complementary_data["task"]`` (str or list of str, "" for envs without an
     instruction) into right-padded ``observation.language.tokens`` ``[B, max_length]`` and a
-    bool attention mask."""
+    bool attention mask.
 
-    max_length: int = 32
+    The text is read as plain text: ``<image>`` or ``<bos>`` typed in an instruction are its
+    characters, never the special ids of the prompt. An instruction of more than ``max_length``
+    tokens raises a ValueError (``truncation="error"``) or warns and keeps its first
+    ``max_length`` tokens (``"warn"``, the default of processors saved before the option existed,
+    which were trained on the cut text).
+    """
+
+    max_length: int = 64
     llm_path: str | None = None
     tokenizer_kind: str = "byte"
+    truncation: str = "warn"
     tokenizer: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if self.truncation not in INSTRUCTION_TRUNCATION:
+            raise ValueError(f"truncation must be one of {INSTRUCTION_TRUNCATION}, got {self.truncation!r}")
         self.tokenizer = make_tokenizer(self.llm_path, self.tokenizer_kind)
 
     def observation(self, observation: dict[str, Any]) -> dict[str, Any]:
         complementary = self.transition.get(TransitionKey.COMPLEMENTARY_DATA) or {}
-        task = complementary.get("task")
-        if task is None:
-            raise ValueError("geovla needs the instruction under the batch key 'task' (a str or list of str)")
-        texts = [task] if isinstance(task, str) else list(task)
-        # An empty string is allowed: LeRobot gives "" for envs without instructions (PushT);
-        # the tokenizer's <bos> then stands for the instruction.
-        if not texts or not all(isinstance(t, str) for t in texts):
-            raise ValueError(f"'task' must be a str or a list of str, got {task!r}")
-        encoded = self.tokenizer(
-            texts, padding="max_length", truncation=True, max_length=self.max_length, return_tensors="pt"
-        )
+        ids, mask = self.encode(task_texts(complementary.get("task")))
         observation = dict(observation)
-        observation[OBS_LANGUAGE_TOKENS] = encoded["input_ids"]
-        observation[OBS_LANGUAGE_ATTENTION_MASK] = encoded["attention_mask"].bool()
+        observation[OBS_LANGUAGE_TOKENS] = ids
+        observation[OBS_LANGUAGE_ATTENTION_MASK] = mask
         return observation
 
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token ids ``[B, max_length]`` and the bool mask of ``texts``, special-token strings read as
+        text; an over-long text is reported (``truncation``) and cut."""
+        options = {"padding": "max_length", "max_length": self.max_length, "split_special_tokens": True}
+        encoded = self.tokenizer(texts, truncation=False, **options)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+        if max(lengths) > self.max_length:
+            self._report_truncation(texts, lengths)
+            encoded = self.tokenizer(texts, truncation=True, **options)
+        return torch.tensor(encoded["input_ids"]), torch.tensor(encoded["attention_mask"], dtype=torch.bool)
+
+    def _report_truncation(self, texts: list[str], lengths: list[int]) -> None:
+        """Raise or warn (``truncation``) about the texts longer than ``max_length`` tokens."""
+        long = {text: length for text, length in zip(texts, lengths) if length > self.max_length}
+        message = (
+            f"instruction(s) longer than the policy's {self.max_length} tokens (tokenizer_max_length): "
+            + "; ".join(f"{text!r} has {length} tokens" for text, length in long.items())
+            + f". The policy reads only the first {self.max_length}, which can drop the words that tell tasks "
+            "apart. Shorten the instruction, or train with a larger tokenizer_max_length"
+        )
+        if self.truncation == "error":
+            raise ValueError(message + " (instruction_truncation='warn' reads the cut text instead).")
+        warnings.warn(message + ".", UserWarning, stacklevel=2)
+
     def get_config(self) -> dict[str, Any]:
-        return {"max_length": self.max_length, "llm_path": self.llm_path, "tokenizer_kind": self.tokenizer_kind}
+        return {"max_length": self.max_length, "llm_path": self.llm_path, "tokenizer_kind": self.tokenizer_kind,
+                "truncation": self.truncation}
 
     def transform_features(
         self, features: dict[PipelineFeatureType, dict[str, PolicyFeature]]
     ) -> dict[PipelineFeatureType, dict[str, PolicyFeature]]:
         return features
+
+
+def task_texts(task: Any) -> list[str]:
+    """The batch's ``task`` as a non-empty list of str ("" allowed: LeRobot gives it for envs without
+    instructions, such as PushT; the tokenizer's ``<bos>`` then stands for the instruction)."""
+    if task is None:
+        raise ValueError("geovla needs the instruction under the batch key 'task' (a str or list of str)")
+    texts = [task] if isinstance(task, str) else list(task) if isinstance(task, (list, tuple)) else None
+    if texts is None or not all(isinstance(t, str) for t in texts):
+        raise ValueError(f"'task' must be a str or a list of str, got {type(task).__name__} {task!r}")
+    if not texts:
+        raise ValueError("'task' is an empty list: the batch holds no samples; give at least one")
+    return texts
 
 
 def make_geovla_pre_post_processors(
@@ -135,7 +174,8 @@ def make_geovla_pre_post_processors(
             RenameObservationsProcessorStep(rename_map={}),
             AddBatchDimensionProcessorStep(),
             GeoVLATokenizerStep(
-                max_length=config.tokenizer_max_length, llm_path=config.llm_path, tokenizer_kind=config.tokenizer
+                max_length=config.tokenizer_max_length, llm_path=config.llm_path, tokenizer_kind=config.tokenizer,
+                truncation=config.instruction_truncation,
             ),
             DeviceProcessorStep(device=config.device),
             NormalizerProcessorStep(features=features, norm_map=norm_map, stats=stats),

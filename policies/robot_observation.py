@@ -1,8 +1,9 @@
 """Validation of robot-side observations for ``GeoVLAPolicy.predict_action``.
 
 An observation is ``{"images": {camera: image}, "state": vector, "instruction": str}``. An image is
-uint8 ``[H, W, 3]`` (numpy or tensor) or float ``[3, H, W]`` in [0, 1]; with a leading batch
-dimension everything is batched (``instruction`` then a str or a list of B str). A policy with
+uint8 ``[H, W, 3]`` (numpy or tensor) or float ``[3, H, W]`` in [0, 1]; numpy arrays may have any
+strides (``img[..., ::-1]``) and byte order. With a leading batch dimension everything is batched
+(``instruction`` then a str or a list of B str). A policy with
 voxel spatial tokens also needs, per camera, ``"depth"`` ``{camera: [H, W]}`` (metres along the
 optical axis), ``"intrinsics"`` ``{camera: [3, 3]}`` and ``"extrinsics"`` ``{camera: [3, 4]}``
 (OpenCV camera-from-world).
@@ -55,6 +56,8 @@ def robot_observation_to_batch(
     if len(set(sizes.values())) != 1:
         raise ValueError(f"all cameras need the same batch size, got {sizes}")
     batch_size = next(iter(sizes.values()))
+    if batch_size == 0:
+        raise ValueError(f"observation['images'] holds batches of 0 observations {sizes}; give at least one")
 
     batch: dict[str, Any] = {}
     present = torch.ones(batch_size, len(camera_keys), dtype=torch.bool)
@@ -79,9 +82,34 @@ def robot_observation_to_batch(
     return batch, batched
 
 
+def _numeric_tensor(name: str, value: Any, expected: str) -> torch.Tensor:
+    """``value`` (a tensor, or an array-like of numbers) as a tensor. A numpy array with negative
+    strides (``img[..., ::-1]``) or non-native byte order is copied to a contiguous native one."""
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        array = np.asarray(value)
+    except ValueError as error:  # ragged nested lists
+        raise ValueError(f"{name} must be {expected}, got a ragged {type(value).__name__}: {error}") from None
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"{name} must be {expected}, got {type(value).__name__} {_preview(value)}")
+    return torch.from_numpy(array.astype(array.dtype.newbyteorder("="), order="C", copy=False))
+
+
+def _preview(value: Any) -> str:
+    """A short repr of ``value`` for error messages."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _float_tensor(name: str, value: Any, expected: str) -> torch.Tensor:
+    """``value`` as a float32 tensor (see :func:`_numeric_tensor`)."""
+    return _numeric_tensor(name, value, expected).float()
+
+
 def _image_tensor(name: str, image: Any, size: tuple[int, int]) -> torch.Tensor:
     """uint8 ``[(B,) H, W, 3]`` or float ``[(B,) 3, H, W]`` in [0, 1] → float ``[(B,) 3, H, W]``."""
-    tensor = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+    tensor = _numeric_tensor(name, image, "uint8 [H, W, 3] or float [3, H, W] (optionally batched)")
     if tensor.dim() not in (3, 4):
         raise ValueError(f"{name} must be [H, W, 3] uint8 or [3, H, W] float (optionally batched), got shape {tuple(tensor.shape)}")
     if tensor.dtype == torch.uint8:
@@ -123,7 +151,7 @@ def _camera_fields(observation: dict[str, Any], names: dict[str, str], present: 
                 filler = torch.zeros(batch_size, *shape) if field == "depth" else torch.eye(3, shape[1]).expand(batch_size, *shape)
                 out[key] = filler.clone()
                 continue
-            tensor = torch.as_tensor(np.asarray(values[name], dtype=np.float32))
+            tensor = _float_tensor(f"observation[{field!r}][{name!r}]", values[name], f"an array of shape {expected}")
             if tuple(tensor.shape) != tuple(expected):
                 raise ValueError(f"observation[{field!r}][{name!r}] must have shape {tuple(expected)}, got {tuple(tensor.shape)}")
             if not torch.isfinite(tensor).all():
@@ -133,8 +161,9 @@ def _camera_fields(observation: dict[str, Any], names: dict[str, str], present: 
 
 
 def _state_tensor(state: Any, state_dim: int, batch_size: int, batched: bool) -> torch.Tensor:
-    tensor = torch.as_tensor(np.asarray(state, dtype=np.float32))
+    """The state as float ``[B, D]``; ValueError naming the shape or the bad values."""
     expected = (batch_size, state_dim) if batched else (state_dim,)
+    tensor = _float_tensor("observation['state']", state, f"an array of shape {expected}")
     if tuple(tensor.shape) != expected:
         raise ValueError(f"observation['state'] must have shape {expected}, got {tuple(tensor.shape)}")
     if not torch.isfinite(tensor).all():
@@ -143,7 +172,17 @@ def _state_tensor(state: Any, state_dim: int, batch_size: int, batched: bool) ->
 
 
 def _instructions(instruction: Any, batch_size: int) -> list[str]:
-    texts = [instruction] * batch_size if isinstance(instruction, str) else list(instruction)
-    if len(texts) != batch_size or not all(isinstance(t, str) and t.strip() for t in texts):
-        raise ValueError(f"observation['instruction'] must be a non-empty str or {batch_size} of them, got {instruction!r}")
+    """``batch_size`` instructions from one str or a list/tuple of them (none empty)."""
+    if isinstance(instruction, str):
+        texts = [instruction] * batch_size
+    elif isinstance(instruction, (list, tuple)):
+        texts = list(instruction)
+    else:
+        texts = None
+    if texts is None or len(texts) != batch_size or not all(isinstance(t, str) and t.strip() for t in texts):
+        raise ValueError(
+            f"observation['instruction'] must be a non-empty str or a list of {batch_size} non-empty str "
+            "(one per observation), "
+            f"got {type(instruction).__name__} {_preview(instruction)}"
+        )
     return texts

@@ -63,6 +63,13 @@ BAD_INPUTS = {
     "wrong state length": (lambda o: _with(o, state=np.zeros(3)), r"state'\] must have shape \(4,\)"),
     "missing camera": (lambda o: {**o, "images": {c: i for c, i in o["images"].items() if c != "wrist"}}, r"camera 'wrist' is missing.*allow_missing_cameras"),
     "empty instruction": (lambda o: _with(o, instruction="  "), r"instruction'\] must be a non-empty str"),
+    "None instruction": (lambda o: _with(o, instruction=None), r"instruction'\] must be a non-empty str.*got NoneType"),
+    "int instruction": (lambda o: _with(o, instruction=5), r"instruction'\] must be a non-empty str.*got int 5"),
+    "None image": (lambda o: _with(o, image_left=None), r"images\['left'\] must be uint8 \[H, W, 3\].*got NoneType"),
+    "text state": (lambda o: _with(o, state="up"), r"state'\] must be an array of shape \(4,\), got str 'up'"),
+    "ragged state": (lambda o: _with(o, state=[[0.1], [0.2, 0.3]]), r"state'\] must be an array of shape \(4,\), got a ragged list"),
+    "batch of 0": (lambda o: {"images": {c: i[None][:0] for c, i in o["images"].items()}, "state": np.zeros((0, 4)),
+                              "instruction": []}, r"batches of 0 observations.*give at least one"),
 }
 
 
