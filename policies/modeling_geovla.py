@@ -141,6 +141,14 @@ class GeoVLAPolicy(PreTrainedPolicy):
             self._action_queue.extend(chunk[:, : self.config.n_action_steps].transpose(0, 1))
         return self._action_queue.popleft()
 
+    def swap_history(self, history: deque[Tensor] | None = None) -> deque[Tensor]:
+        """Make ``history`` (None: a new empty one) the observation history that predictions and
+        ``observe`` extend, and return the one it replaces: a server running one policy for
+        several robots keeps one history per robot this way."""
+        previous = self._history
+        self._history = deque(maxlen=self.config.n_obs_steps) if history is None else history
+        return previous
+
     @torch.no_grad()
     def observe_batch(self, batch: dict[str, Any]) -> None:
         """Add a preprocessed single-frame batch's cameras to the history without predicting."""

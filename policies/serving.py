@@ -2,164 +2,91 @@
 next action chunk is computed.
 
 The server loads a ``GeoVLAPolicy`` once and answers ``predict_action``, ``observe`` and ``reset``
-requests; the client mirrors the policy's robot API (``predict_action(observation, noise) -> [H, A]``,
-``observe``, ``reset()``) and adds ``submit`` (the same request in a background thread, as a ``Future``).
+requests in the wire format of ``policies.wire``; ``policies.policy_client.PolicyClient`` mirrors
+the policy's robot API (``predict_action(observation, noise) -> [H, A]``, ``observe``, ``reset()``)
+and adds ``submit`` (the same request in a background thread, as a ``Future``).
+Each connection is one robot with its own observation history, so robots sharing a server never
+see each other's frames.
 
-Wire format (standard library only, no pickle): every message is a 4-byte big-endian length, a
-UTF-8 JSON header, then the raw bytes of each array the header lists (``dtype`` string such as
-``"|u1"`` or ``"<f4"`` and ``shape``). Arrays inside the JSON tree are the placeholders
-``{"__ndarray__": i}``. Only bool, integer and floating dtypes are accepted, and the header
-states every size before anything is allocated, so a peer can send data but never code.
+Bounds a peer cannot push the server past:
+
+* memory: a connection's buffers grow with the bytes of its current message that actually
+  arrived (at most ``max(RECV_CHUNK_BYTES, 2 × received)`` per header or array), never with what
+  a header merely claims; a message is at most ``MAX_HEADER_BYTES`` of header and
+  ``MAX_PAYLOAD_BYTES`` of arrays;
+* time: ``idle_timeout`` seconds for the first byte of the next request, then ``message_timeout``
+  seconds for the whole request (and for sending a reply); a peer past either gets a
+  ``ProtocolError`` reply and the connection is closed;
+* connections: at most ``max_connections`` at once (one thread each); one more gets a
+  ``TooManyConnections`` reply and is closed.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import socket
 import socketserver
-import struct
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from policies.modeling_geovla import GeoVLAPolicy
-
-ARRAY_KEY = "__ndarray__"
-MAX_HEADER_BYTES = 16 << 20
-MAX_PAYLOAD_BYTES = 1 << 30
-SAFE_DTYPE_KINDS = "biuf"  # bool, signed and unsigned integers, floats
-_LENGTH = struct.Struct("!I")
+from policies.wire import ProtocolError, Timeouts, encode_message, recv_message
 
 log = logging.getLogger(__name__)
 
 
-class ProtocolError(ConnectionError):
-    """A malformed message (bad length, JSON, dtype or shape), or the peer closed mid-message."""
+@dataclass
+class RobotSession:
+    """One connection's robot: its observation history (None until its first request), which
+    the server swaps into the policy for that connection's requests."""
+
+    history: deque[torch.Tensor] | None = None
 
 
-class PolicyServerError(RuntimeError):
-    """The server's policy raised something other than ``ValueError`` (its type and message)."""
-
-
-# ------------------------------------------------------------------------ wire format
-def encode_message(message: dict[str, Any]) -> bytes:
-    """One framed message: length, JSON header, raw array bytes. Arrays (numpy or torch) may sit
-    anywhere in ``message`` (dicts with str keys, lists, tuples, str, numbers, bool, None)."""
-    arrays: list[np.ndarray] = []
-    tree = _to_tree(message, arrays)
-    table = [{"dtype": a.dtype.str, "shape": list(a.shape)} for a in arrays]
-    header = json.dumps({"tree": tree, "arrays": table}).encode()
-    return b"".join([_LENGTH.pack(len(header)), header, *(a.tobytes() for a in arrays)])
-
-
-def recv_message(sock: socket.socket) -> dict[str, Any] | None:
-    """The next message from ``sock``; None when the peer closed the connection between messages.
-    Raises ``ProtocolError`` on a malformed message."""
-    prefix = _recv_exact(sock, _LENGTH.size, allow_eof=True)
-    if prefix is None:
-        return None
-    (length,) = _LENGTH.unpack(prefix)
-    if length > MAX_HEADER_BYTES:
-        raise ProtocolError(f"header of {length} bytes exceeds {MAX_HEADER_BYTES}")
+@contextmanager
+def _robot_history(policy: GeoVLAPolicy, robot: RobotSession) -> Iterator[None]:
+    """Run with ``robot``'s history in ``policy``; then keep what the request made of it (more
+    frames, or a reset) for the robot's next request, and put the policy's own history back."""
+    own = policy.swap_history(robot.history)
     try:
-        header = json.loads(_recv_exact(sock, length).decode())
-        tree, table = header["tree"], header["arrays"]
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, KeyError, TypeError) as error:
-        raise ProtocolError(f"malformed header: {error}") from error
-    if not isinstance(table, list):
-        raise ProtocolError(f"header 'arrays' must be a list, got {type(table).__name__}")
-    specs = [_array_spec(index, entry) for index, entry in enumerate(table)]
-    sizes = [dtype.itemsize * math.prod(shape) for dtype, shape in specs]
-    if sum(sizes) > MAX_PAYLOAD_BYTES:
-        raise ProtocolError(f"arrays of {sum(sizes)} bytes in all exceed {MAX_PAYLOAD_BYTES}")
-    arrays = [np.frombuffer(_recv_exact(sock, size), dtype=dtype).reshape(shape)
-              for (dtype, shape), size in zip(specs, sizes)]
-    return _from_tree(tree, arrays)
+        yield
+    finally:
+        robot.history = policy.swap_history(own)
 
 
-def _to_tree(value: Any, arrays: list[np.ndarray]) -> Any:
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in SAFE_DTYPE_KINDS:
-            raise ValueError(f"cannot send an array of dtype {value.dtype} (only bool, int, uint, float)")
-        arrays.append(np.ascontiguousarray(value))
-        return {ARRAY_KEY: len(arrays) - 1}
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value) or ARRAY_KEY in value:
-            raise ValueError(f"dict keys must be str other than {ARRAY_KEY!r}, got {list(value)}")
-        return {k: _to_tree(v, arrays) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_to_tree(v, arrays) for v in value]
-    if value is None or isinstance(value, (str, int, float, bool)):
-        return value
-    raise ValueError(f"cannot send a value of type {type(value).__name__}")
-
-
-def _from_tree(tree: Any, arrays: list[np.ndarray]) -> Any:
-    if isinstance(tree, dict):
-        if set(tree) == {ARRAY_KEY}:
-            index = tree[ARRAY_KEY]
-            if not isinstance(index, int) or not 0 <= index < len(arrays):
-                raise ProtocolError(f"array placeholder {index!r} does not name one of {len(arrays)} arrays")
-            return arrays[index]
-        return {k: _from_tree(v, arrays) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [_from_tree(v, arrays) for v in tree]
-    return tree
-
-
-def _array_spec(index: int, entry: Any) -> tuple[np.dtype, tuple[int, ...]]:
-    """Validated ``(dtype, shape)`` of the ``index``-th array of a header."""
-    try:
-        dtype, shape = np.dtype(entry["dtype"]), tuple(entry["shape"])
-    except (KeyError, TypeError) as error:
-        raise ProtocolError(f"array {index}: needs a 'dtype' string and a 'shape' list, got {entry!r}") from error
-    if dtype.kind not in SAFE_DTYPE_KINDS or dtype.fields is not None:
-        raise ProtocolError(f"array {index}: dtype {dtype} is not bool, int, uint or float")
-    if not all(isinstance(n, int) and n >= 0 for n in shape):
-        raise ProtocolError(f"array {index}: shape must be non-negative ints, got {list(shape)}")
-    return dtype, shape
-
-
-def _recv_exact(sock: socket.socket, size: int, allow_eof: bool = False) -> bytearray | None:
-    """Exactly ``size`` bytes (a writable buffer). None on a clean close before the first byte
-    when ``allow_eof``; ``ProtocolError`` on a close anywhere else."""
-    buffer = bytearray(size)
-    view, received = memoryview(buffer), 0
-    while received < size:
-        count = sock.recv_into(view[received:])
-        if count == 0:
-            if allow_eof and received == 0:
-                return None
-            raise ProtocolError(f"connection closed after {received} of {size} bytes")
-        received += count
-    return buffer
-
-
-# ------------------------------------------------------------------------------ server
 class PolicyServer:
-    """Serves one policy to any number of clients; requests run one at a time (a lock), since
-    the policy keeps one observation history.
+    """Serves one policy to up to ``max_connections`` clients at once, each a robot with its own
+    observation history; requests run one at a time (a lock), since they share the policy.
 
     Requests: ``{"op": "predict_action", "observation": obs, "noise": [1, H, max_action_dim] or
     None}`` → ``{"ok": True, "actions": [H, A]}``; ``{"op": "observe", "observation": obs}`` and
     ``{"op": "reset"}`` → ``{"ok": True}``. A
-    failure → ``{"ok": False, "error": type name, "message": str}``; the connection stays open.
+    failure → ``{"ok": False, "error": type name, "message": str}``; the connection stays open,
+    except after a ``ProtocolError`` (a malformed or too slow message), which closes it.
+
+    ``idle_timeout``: seconds a connection may wait between requests; ``message_timeout``:
+    seconds for a request to arrive whole from its first byte, and for a reply to be sent (None:
+    no limit). ``max_connections``: connections served at once; one more is refused.
     """
 
-    def __init__(self, policy: GeoVLAPolicy, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, policy: GeoVLAPolicy, host: str = "127.0.0.1", port: int = 0, *,
+                 idle_timeout: float | None = 300.0, message_timeout: float | None = 30.0,
+                 max_connections: int = 8) -> None:
+        for name, seconds in (("idle_timeout", idle_timeout), ("message_timeout", message_timeout)):
+            if seconds is not None and not seconds > 0:
+                raise ValueError(f"{name} must be a positive number of seconds or None (no limit), got {seconds}")
+        if not (isinstance(max_connections, int) and max_connections >= 1):
+            raise ValueError(f"max_connections must be an int >= 1, got {max_connections!r}")
         self.policy = policy
+        self.timeouts = Timeouts(idle_timeout, message_timeout)
         self._lock = threading.Lock()
-        self._server = _ThreadingServer((host, port), _Handler)
-        self._server.policy_server = self
+        self._server = _ThreadingServer((host, port), self, max_connections)
         self._thread: threading.Thread | None = None
 
     @property
@@ -169,7 +96,8 @@ class PolicyServer:
         return host, port
 
     def serve_forever(self) -> None:
-        """Answer requests in this thread until interrupted (Ctrl-C), then close the listening socket."""
+        """Answer requests in this thread until interrupted (Ctrl-C), then close every connection
+        and the listening socket."""
         try:
             self._server.serve_forever()
         finally:
@@ -182,7 +110,9 @@ class PolicyServer:
         return self
 
     def shutdown(self) -> None:
-        """Stop the background thread of ``start`` and close the listening socket."""
+        """Stop the background thread of ``start``, close the listening socket and every
+        connection, and wait for the connections' threads (a request being computed finishes;
+        its reply is dropped)."""
         if self._thread is not None:
             self._server.shutdown()
             self._thread.join()
@@ -195,111 +125,129 @@ class PolicyServer:
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
 
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The reply to one decoded request."""
+    def handle(self, request: Any, robot: RobotSession) -> dict[str, Any]:
+        """The reply to one decoded request from the connection of ``robot``."""
         op = request.get("op") if isinstance(request, dict) else None
         try:
-            with self._lock:
-                if op == "predict_action":
-                    noise = request.get("noise")
-                    if noise is not None:
-                        noise = torch.from_numpy(noise)  # the model moves it to its device
-                    return {"ok": True, "actions": self.policy.predict_action(request.get("observation"), noise=noise)}
-                if op == "observe":
-                    self.policy.observe(request.get("observation"))
-                    return {"ok": True}
-                if op == "reset":
-                    self.policy.reset()
-                    return {"ok": True}
-            raise ValueError(f"unknown request op {op!r}; expected 'predict_action', 'observe' or 'reset'")
+            if op not in ("predict_action", "observe", "reset"):
+                raise ValueError(f"unknown request op {op!r}; expected 'predict_action', 'observe' or 'reset'")
+            with self._lock, _robot_history(self.policy, robot):
+                return self._run(op, request)
         except Exception as error:  # noqa: BLE001  (every failure goes back to the client)
             if not isinstance(error, ValueError):
                 log.exception("policy server: %s request failed", op)
             return {"ok": False, "error": type(error).__name__, "message": str(error)}
 
+    def _run(self, op: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Run a known ``op`` on the policy (under the lock, with the robot's history in place)."""
+        if op == "predict_action":
+            noise = request.get("noise")
+            if noise is not None:
+                noise = torch.from_numpy(noise)  # the model moves it to its device
+            return {"ok": True, "actions": self.policy.predict_action(request.get("observation"), noise=noise)}
+        if op == "observe":
+            self.policy.observe(request.get("observation"))
+        else:
+            self.policy.reset()
+        return {"ok": True}
+
 
 class _ThreadingServer(socketserver.ThreadingTCPServer):
+    """One (daemon) thread per connection, at most ``max_connections`` of them. Closing the
+    server also closes its connections and waits for their threads, which would otherwise go on
+    serving them."""
+
     allow_reuse_address = True
     daemon_threads = True
-    policy_server: PolicyServer
+
+    def __init__(self, address: tuple[str, int], policy_server: PolicyServer, max_connections: int) -> None:
+        self.policy_server = policy_server
+        self.max_connections = max_connections
+        self._connections: set[socket.socket] = set()
+        self._connections_changed = threading.Condition()
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: socket.socket, client_address: Any) -> None:
+        """Serve the connection in a new thread, or refuse it when ``max_connections`` are open."""
+        with self._connections_changed:
+            refused = len(self._connections) >= self.max_connections
+            if not refused:
+                self._connections.add(request)
+        if refused:
+            self._refuse(request, client_address)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def server_close(self) -> None:
+        """Close the listening socket and every connection (their threads' next receive or send
+        fails; a request being computed finishes first), and wait for their threads to end."""
+        with self._connections_changed:
+            for connection in self._connections:
+                try:
+                    connection.shutdown(socket.SHUT_RDWR)
+                except OSError:  # the peer already closed it
+                    pass
+        super().server_close()
+        with self._connections_changed:
+            self._connections_changed.wait_for(lambda: not self._connections)
+
+    def _forget(self, request: socket.socket) -> None:
+        with self._connections_changed:
+            self._connections.discard(request)
+            self._connections_changed.notify_all()
+
+    def _refuse(self, request: socket.socket, client_address: Any) -> None:
+        """Tell a connection beyond ``max_connections`` why it is closed, then close it."""
+        log.warning("policy server: refused %s, already serving %d connections", client_address, self.max_connections)
+        reply = {"ok": False, "error": "TooManyConnections", "message": (
+            f"the policy server already serves its limit of {self.max_connections} connections: close one, "
+            f"or start the server with a larger max_connections (--max-connections)")}
+        _send_reply(request, reply, timeout=1.0)
+        self.shutdown_request(request)
+
+
+def _send_reply(sock: socket.socket, reply: dict[str, Any], timeout: float | None) -> bool:
+    """Send ``reply`` within ``timeout`` seconds; False (logged) when the peer is gone or does
+    not read it in time."""
+    sock.settimeout(timeout)
+    try:
+        sock.sendall(encode_message(reply))
+    except OSError as error:
+        log.info("policy server: could not send a reply (%s); closing the connection", error)
+        return False
+    return True
 
 
 class _Handler(socketserver.BaseRequestHandler):
-    """One client connection: answer requests until the client closes it."""
+    """One client connection, one robot: answer requests until the client closes the connection,
+    sends a malformed message or misses a timeout."""
 
     server: _ThreadingServer
 
     def handle(self) -> None:
         self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        policy_server = self.server.policy_server
+        timeouts, robot = policy_server.timeouts, RobotSession()
         while True:
             try:
-                request = recv_message(self.request)
+                request = recv_message(self.request, timeouts)
             except ProtocolError as error:
-                self.request.sendall(encode_message({"ok": False, "error": "ProtocolError", "message": str(error)}))
+                _send_reply(self.request, {"ok": False, "error": "ProtocolError", "message": str(error)},
+                            timeouts.message)
                 return
-            if request is None:
+            except OSError as error:  # a reset connection, or the server closing
+                log.info("policy server: connection from %s ended: %s", self.client_address, error)
                 return
-            self.request.sendall(encode_message(self.server.policy_server.handle(request)))
-
-
-# ------------------------------------------------------------------------------ client
-class PolicyClient:
-    """Connection to a ``PolicyServer``, with the policy's robot API.
-
-    ``predict_action`` and ``reset`` block; ``submit`` sends the request from a background thread
-    and returns a ``Future`` of the actions, so the robot executes the current chunk meanwhile.
-    Requests go out in the order they were made (one connection, one worker thread).
-    """
-
-    def __init__(self, host: str = "127.0.0.1", port: int = 8765, timeout: float | None = 60.0) -> None:
-        self._socket = socket.create_connection((host, port), timeout=timeout)
-        self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="policy-client")
-
-    def predict_action(self, observation: dict[str, Any], noise: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
-        """Action chunk ``[H, A]`` (``[B, H, A]`` batched) in robot units, as
-        ``GeoVLAPolicy.predict_action``; ``noise`` ``[B, H, max_action_dim]`` makes it deterministic.
-        Raises ``ValueError`` with the server's message for an invalid observation."""
-        return self._request({"op": "predict_action", "observation": observation, "noise": noise})["actions"]
-
-    def submit(self, observation: dict[str, Any], noise: np.ndarray | torch.Tensor | None = None) -> Future:
-        """``predict_action`` in the background: a ``Future`` whose result is the ``[H, A]`` chunk."""
-        return self._executor.submit(self.predict_action, observation, noise)
-
-    def observe(self, observation: dict[str, Any]) -> None:
-        """Add a control step's observation to the server policy's history without predicting
-        (``GeoVLAPolicy.observe``): call it on the steps between chunk requests."""
-        self._request({"op": "observe", "observation": observation})
-
-    def reset(self) -> None:
-        """Clear the server policy's observation history (call at episode start)."""
-        self._request({"op": "reset"})
-
-    def close(self) -> None:
-        """Wait for submitted requests, then close the connection."""
-        self._executor.shutdown(wait=True)
-        self._socket.close()
-
-    def __enter__(self) -> "PolicyClient":
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def _request(self, request: dict[str, Any]) -> dict[str, Any]:
-        message = encode_message(request)
-        with self._lock:
-            try:
-                self._socket.sendall(message)
-                reply = recv_message(self._socket)
-            except OSError:  # a timeout or a broken stream: the next reply could be this one's
-                self._socket.close()
-                raise
-        if reply is None:
-            raise ConnectionError("policy server closed the connection")
-        if not reply.get("ok"):
-            if reply.get("error") == "ValueError":
-                raise ValueError(reply["message"])
-            raise PolicyServerError(f"{reply.get('error')}: {reply.get('message')}")
-        return reply
+            if request is None or not _send_reply(self.request, policy_server.handle(request, robot),
+                                                  timeouts.message):
+                return

@@ -29,7 +29,8 @@ from tqdm.auto import tqdm
 from policies.configuration_geovla import GeoVLAConfig
 from policies.modeling_geovla import GeoVLAPolicy
 from policies.processor_geovla import make_geovla_pre_post_processors
-from policies.serving import PolicyClient, encode_message
+from policies.policy_client import PolicyClient
+from policies.wire import encode_message
 
 SERVE_SCRIPT = Path(__file__).with_name("serve_policy.py")
 STATE_DIM = ACTION_DIM = 4
