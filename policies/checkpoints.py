@@ -159,8 +159,8 @@ def check_format(path: Path) -> None:
     safetensors header must cover the whole file, and ``torch.save``'s files (the optimiser, the
     scheduler, the RNG states) are zip archives whose index is their last bytes."""
     if path.suffix == ".safetensors":
-        with safe_open(path, framework="pt"):
-            pass
+        with safe_open(path, framework="pt") as weights:
+            weights.keys()
     elif path.suffix == ".json":
         json.loads(path.read_bytes())
     elif path.suffix in (".bin", ".pkl", ".pt"):

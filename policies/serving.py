@@ -23,6 +23,7 @@ Bounds a peer cannot push the server past:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import socketserver
@@ -193,10 +194,8 @@ class _ThreadingServer(socketserver.ThreadingTCPServer):
         fails; a request being computed finishes first), and wait for their threads to end."""
         with self._connections_changed:
             for connection in self._connections:
-                try:
+                with contextlib.suppress(OSError):  # the peer already closed it
                     connection.shutdown(socket.SHUT_RDWR)
-                except OSError:  # the peer already closed it
-                    pass
         super().server_close()
         with self._connections_changed:
             self._connections_changed.wait_for(lambda: not self._connections)
