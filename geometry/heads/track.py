@@ -7,8 +7,8 @@ from torch import nn
 
 from geometry.aggregator import AggregatorOutput
 from geometry.heads.dpt import DPTHead
-from geometry.heads.track_modules import (EfficientUpdateFormer, correlation_pyramid, sample_correlation,
-                                          sample_features, sincos_embedding)
+from geometry.heads.track_modules import (EfficientUpdateFormer, correlation_pyramid, flow_embedding,
+                                          query_position_embedding, sample_correlation, sample_features)
 from geometry.layers import Mlp
 
 
@@ -17,8 +17,9 @@ class Tracker(nn.Module):
 
     Each iteration samples the correlation between every track's feature and a window of each
     frame's feature pyramid around its current position, feeds [flow embedding, correlation, track
-    feature] through the update transformer, and updates positions and features. The first frame's
-    positions stay at the queries.
+    feature] (plus the query's position embedding and the first/other-frame token) through the
+    update transformer, and updates positions and features. The first frame's positions stay at
+    the queries. As in VGGT, query features are sampled with border padding.
     """
 
     def __init__(self, latent_dim: int = 128, levels: int = 7, radius: int = 4, hidden: int = 384, depth: int = 6,
@@ -45,20 +46,21 @@ class Tracker(nn.Module):
         fmaps = self.fmap_norm(fmaps.permute(0, 1, 3, 4, 2)).permute(0, 1, 4, 2, 3)
         queries = query_points / self.stride
         pyramid = correlation_pyramid(fmaps.reshape(B * S, C, h, w), self.levels)
-        feats = sample_features(fmaps[:, 0], queries).unsqueeze(1).expand(B, S, N, C).reshape(B * S, N, C)
+        feats = sample_features(fmaps[:, 0], queries, padding_mode="border")
+        feats = feats.unsqueeze(1).expand(B, S, N, C).reshape(B * S, N, C)
         coords = queries.unsqueeze(1).expand(B, S, N, 2)
         first = torch.arange(S, device=fmaps.device).view(1, S, 1, 1) == 0
         ref = torch.cat([self.query_ref_token[:, :1], self.query_ref_token[:, 1:].expand(-1, S - 1, -1)], dim=1)
-        query_pos = sincos_embedding(queries, ref.shape[-1])  # [B, N, D]
+        query_pos = query_position_embedding(queries, ref.shape[-1], h, w)  # [B, N, D]
         preds = []
         for _ in range(iterations):
             coords = coords.detach()
             corr = self.corr_mlp(sample_correlation(pyramid, feats, coords.reshape(B * S, N, 2), self.radius))
             flows = coords - coords[:, :1]
-            flow_emb = torch.cat([sincos_embedding(flows, self.flows_emb_dim), flows / self.max_scale,
+            flow_emb = torch.cat([flow_embedding(flows, self.flows_emb_dim), flows / self.max_scale,
                                   flows / self.max_scale], dim=-1)
             x = torch.cat([flow_emb, corr.reshape(B, S, N, -1), feats.reshape(B, S, N, C)], dim=-1)
-            x = x + ref.unsqueeze(2) + query_pos.unsqueeze(1)
+            x = x + query_pos.unsqueeze(1) + ref.unsqueeze(2)
             delta = self.updateformer(x.transpose(1, 2)).transpose(1, 2)  # [B, S, N, C+2]
             feats = feats + self.ffeat_updater(self.ffeat_norm(delta[..., 2:].reshape(-1, C))).reshape(B * S, N, C)
             coords = torch.where(first, coords, coords + delta[..., :2])

@@ -10,58 +10,81 @@ from torch import nn
 from geometry.layers import Mlp
 
 
-def sample_features(fmap: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+def sample_features(fmap: torch.Tensor, points: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
     """Bilinear features of `fmap` `[n, C, h, w]` at `points` `[n, M, 2]` (x, y in feature-pixel
-    units, pixel centres at integers; zero outside) -> `[n, M, C]`."""
+    units, pixel centres at integers) -> `[n, M, C]`. Outside the map: zeros, or the nearest
+    border value with `padding_mode="border"` (VGGT samples query features and the query's
+    position embedding that way, correlations with zeros)."""
     h, w = fmap.shape[-2:]
     grid = torch.stack([2 * points[..., 0] / max(w - 1, 1) - 1, 2 * points[..., 1] / max(h - 1, 1) - 1], dim=-1)
-    out = F.grid_sample(fmap, grid.unsqueeze(1), mode="bilinear", align_corners=True, padding_mode="zeros")
+    out = F.grid_sample(fmap, grid.unsqueeze(1), mode="bilinear", align_corners=True, padding_mode=padding_mode)
     return out.squeeze(2).transpose(1, 2)
 
 
-def correlation_pyramid(fmap: torch.Tensor, levels: int) -> list[torch.Tensor]:
-    """`[n, C, h, w]` -> `levels` maps, each average-pooled 2x from the previous (as far as possible)."""
-    pyramid = [fmap]
+def correlation_pyramid(fmap: torch.Tensor, levels: int) -> list[tuple[torch.Tensor, float]]:
+    """`[n, C, h, w]` -> `levels` pairs (map, coordinate scale): each map average-pooled 2x from
+    the previous, scale `1 / 2**level` as in VGGT (also for odd sizes, where pooling floors). A map
+    too small to pool is kept with the previous scale (VGGT has no such level)."""
+    pyramid = [(fmap, 1.0)]
     for _ in range(levels - 1):
-        prev = pyramid[-1]
-        pyramid.append(F.avg_pool2d(prev, 2) if min(prev.shape[-2:]) >= 2 else prev)
+        prev, scale = pyramid[-1]
+        pyramid.append((F.avg_pool2d(prev, 2), scale / 2) if min(prev.shape[-2:]) >= 2 else (prev, scale))
     return pyramid
 
 
-def sample_correlation(pyramid: list[torch.Tensor], feats: torch.Tensor, coords: torch.Tensor, radius: int) -> torch.Tensor:
+def sample_correlation(pyramid: list[tuple[torch.Tensor, float]], feats: torch.Tensor, coords: torch.Tensor,
+                       radius: int) -> torch.Tensor:
     """Correlation of track features `[n, N, C]` with each level's `(2r+1)^2` window around
-    `coords` `[n, N, 2]` (level-0 units) -> `[n, N, levels * (2r+1)^2]`, scaled by 1/sqrt(C).
+    `coords` `[n, N, 2]` (level-0 units, times the level's scale) -> `[n, N, levels * (2r+1)^2]`,
+    scaled by 1/sqrt(C); zero outside the map.
 
-    Window order is row-major over (dy, dx) in [-r, r]. Example: r = 1 at level 0 — entry 4 is the
-    correlation at the point itself, entry 5 one pixel to the right.
+    Window order is VGGT's: entry `i * (2r+1) + j` lies at offset `(x + i - r, y + j - r)`, i.e.
+    x-major. Example: r = 1 at level 0 — entry 4 is the point itself, entry 7 one pixel to the
+    right, entry 5 one pixel down.
     """
     n, N, C = feats.shape
     d = torch.arange(-radius, radius + 1, device=coords.device, dtype=coords.dtype)
-    dy, dx = torch.meshgrid(d, d, indexing="ij")
-    offsets = torch.stack([dx, dy], dim=-1).reshape(1, 1, -1, 2)
+    offsets = torch.stack(torch.meshgrid(d, d, indexing="ij"), dim=-1).reshape(1, 1, -1, 2)
     out = []
-    for level, fmap in enumerate(pyramid):
-        scale = fmap.shape[-1] / pyramid[0].shape[-1]
+    for fmap, scale in pyramid:
         pts = (coords * scale).unsqueeze(2) + offsets  # [n, N, K, 2]
         window = sample_features(fmap, pts.reshape(n, -1, 2)).reshape(n, N, -1, C)
         out.append((window * feats.unsqueeze(2)).sum(-1) / C ** 0.5)
     return torch.cat(out, dim=-1)
 
 
-def sincos_embedding(x: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sin-cos embedding of the 2 coordinates of `x` `[..., 2]` -> `[..., dim]` (dim % 4 == 0):
-    `[sin(x f), cos(x f), sin(y f), cos(y f)]` with dim/4 geometric frequencies."""
+def flow_embedding(xy: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sin-cos embedding of displacements `xy` `[..., 2]` -> `[..., dim]` (dim % 4 == 0), VGGT's
+    layout: `dim/4` linear frequencies `f_k = 2k * 1000 / (dim/2)`, sin and cos interleaved,
+    `[sin(x f_0), cos(x f_0), sin(x f_1), ..., cos(x f_last), sin(y f_0), ...]`."""
+    half = dim // 2
+    freqs = torch.arange(0, half, 2, device=xy.device, dtype=xy.dtype) * (1000.0 / half)
+    ang = xy.unsqueeze(-1) * freqs  # [..., 2, dim/4]
+    return torch.stack([ang.sin(), ang.cos()], dim=-1).flatten(-3)
+
+
+def query_position_embedding(queries: torch.Tensor, dim: int, h: int, w: int) -> torch.Tensor:
+    """Position embedding of `queries` `[B, N, 2]` (feature-pixel units) -> `[B, N, dim]`
+    (dim % 4 == 0), VGGT's way: a per-pixel table of the `h x w` grid,
+    `[sin(x f), cos(x f), sin(y f), cos(y f)]` with `dim/4` geometric frequencies
+    `f_k = 1 / 10000^(k / (dim/4))` (computed in float64, cast to the queries' dtype), sampled
+    bilinearly at the queries with border padding — not the embedding evaluated at the point."""
     k = dim // 4
-    freqs = max_period ** (-torch.arange(k, device=x.device, dtype=x.dtype) / k)
+    freqs = 1.0 / 10000.0 ** (torch.arange(k, device=queries.device, dtype=torch.float64) / k)
+    ys, xs = torch.meshgrid(torch.arange(h, device=queries.device, dtype=torch.float64),
+                            torch.arange(w, device=queries.device, dtype=torch.float64), indexing="ij")
     parts = []
-    for axis in range(2):
-        ang = x[..., axis:axis + 1] * freqs
+    for pos in (xs, ys):
+        ang = pos.unsqueeze(-1) * freqs  # [h, w, k]
         parts += [ang.sin(), ang.cos()]
-    return torch.cat(parts, dim=-1)
+    table = torch.cat(parts, dim=-1).permute(2, 0, 1).unsqueeze(0).to(queries.dtype)  # [1, dim, h, w]
+    return sample_features(table.expand(queries.shape[0], -1, -1, -1), queries, padding_mode="border")
 
 
 class AttnBlock(nn.Module):
-    """Pre-norm self-attention block on `[n, L, D]` (nn.MultiheadAttention, VGGT's names)."""
+    """Self-attention block on `[n, L, D]` (nn.MultiheadAttention, VGGT's names). As in VGGT, the
+    attention residual is added to the normalised input: `h = norm1(x); h + attn(h)`, then a
+    pre-norm MLP."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
@@ -71,13 +94,15 @@ class AttnBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm1(x)
-        x = x + self.attn(h, h, h, need_weights=False)[0]
+        x = self.norm1(x)
+        x = x + self.attn(x, x, x, need_weights=False)[0]
         return x + self.mlp(self.norm2(x))
 
 
 class CrossAttnBlock(nn.Module):
-    """Pre-norm cross-attention block: `x [n, L, D]` attends to `context [n, M, D]`."""
+    """Cross-attention block: `x [n, L, D]` attends to `context [n, M, D]`; as in VGGT, the
+    residual is added to the normalised `x`: `h = norm1(x); h + attn(h, norm_context(context))`,
+    then a pre-norm MLP."""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
@@ -88,8 +113,9 @@ class CrossAttnBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        ctx = self.norm_context(context)
-        x = x + self.cross_attn(self.norm1(x), ctx, ctx, need_weights=False)[0]
+        x = self.norm1(x)
+        context = self.norm_context(context)
+        x = x + self.cross_attn(x, context, context, need_weights=False)[0]
         return x + self.mlp(self.norm2(x))
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from geometry.config import make_config
-from geometry.heads.track_modules import correlation_pyramid, sample_correlation, sample_features, sincos_embedding
+from geometry.heads.track_modules import correlation_pyramid, sample_correlation, sample_features
 from geometry.model import GeometryModel
 
 
@@ -13,6 +13,10 @@ def test_sample_features_bilinear():
     fmap = torch.arange(12.0).reshape(1, 1, 3, 4)  # value = 4*y + x
     pts = torch.tensor([[[1.0, 1.0], [2.5, 0.0], [1.0, 1.5]]])
     torch.testing.assert_close(sample_features(fmap, pts)[0, :, 0], torch.tensor([5.0, 2.5, 7.0]))
+    outside = torch.tensor([[[-0.5, 1.0], [5.0, 3.0]]])
+    torch.testing.assert_close(sample_features(fmap, outside)[0, :, 0], torch.tensor([2.0, 0.0]))  # zero padding
+    border = sample_features(fmap, outside, padding_mode="border")[0, :, 0]
+    torch.testing.assert_close(border, torch.tensor([4.0, 11.0]))  # the nearest border pixel
 
 
 def test_correlation_peaks_at_the_matching_location():
@@ -24,16 +28,9 @@ def test_correlation_peaks_at_the_matching_location():
     coords = torch.tensor([[[4.0, 4.0]]])  # one pixel left of the match
     corr = sample_correlation(correlation_pyramid(fmap, 1), feats, coords, radius=1)
     assert corr.shape == (1, 1, 9)
-    assert corr[0, 0].argmax() == 5  # row-major (dy, dx): dy=0, dx=+1
-    torch.testing.assert_close(corr[0, 0, 5], target.pow(2).sum() / C ** 0.5)
+    assert corr[0, 0].argmax() == 7  # VGGT's x-major window: entry 3 * (dx + 1) + (dy + 1), dx=+1, dy=0
+    torch.testing.assert_close(corr[0, 0, 7], target.pow(2).sum() / C ** 0.5)
     assert sample_correlation(correlation_pyramid(fmap, 3), feats, coords, radius=1).shape == (1, 1, 27)
-
-
-def test_sincos_embedding():
-    e = sincos_embedding(torch.tensor([[0.0, 0.0], [3.0, -2.0]]), 16)
-    assert e.shape == (2, 16)
-    torch.testing.assert_close(e[0], torch.tensor([0.0] * 4 + [1.0] * 4 + [0.0] * 4 + [1.0] * 4))
-    torch.testing.assert_close(e[1, 0], torch.sin(torch.tensor(3.0)))
 
 
 @torch.no_grad()
