@@ -75,7 +75,7 @@ class Aggregator(nn.Module):
         c = config
         self.config = c
         C, R = c.embed_dim, c.num_register_tokens
-        self.patch_embed = PatchEmbed(c.img_size, c.patch_size, C, c.patch_embed_depth, c.patch_embed_heads, R, c.mlp_ratio)
+        self.patch_embed = PatchEmbed(c.position_grid, c.patch_size, C, c.patch_embed_depth, c.patch_embed_heads, R, c.mlp_ratio)
         self.view_mixer = ViewMixer(C, c.view_mixer_heads, c.view_mixer_rank) if c.view_mixer else None
         self.camera_token = nn.Parameter(torch.randn(1, 2, 1, C) * 1e-6)
         self.register_token = nn.Parameter(torch.randn(1, 2, R, C) * 1e-6)

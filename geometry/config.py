@@ -15,8 +15,13 @@ class GeometryConfig:
     wrist camera) and `img_size`.
 
     Args:
-        img_size: square input side the patch embed is built for (pixels).
+        img_size: square input side the model is sized for (pixels); other multiples of
+            patch_size work too.
         patch_size: ViT patch side; H and W must be multiples of it.
+        pos_embed_grid: side of the patch-embed ViT's learned square position-embedding table,
+            resampled at run time to each input's patch grid as VGGT (DINOv2) does; None:
+            img_size // patch_size. `full`: 37, VGGT-1B's table (518 px), which a converted
+            checkpoint loads as it is.
         embed_dim: width C of the aggregator (and of the patch-embed ViT).
         depth: number of alternating (frame, global) block pairs.
         num_heads: attention heads of the aggregator blocks.
@@ -57,6 +62,7 @@ class GeometryConfig:
 
     img_size: int = 378
     patch_size: int = 14
+    pos_embed_grid: int | None = None
     embed_dim: int = 1024
     depth: int = 24
     num_heads: int = 16
@@ -100,6 +106,8 @@ class GeometryConfig:
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size={self.img_size} is not a multiple of patch_size={self.patch_size}")
+        if self.pos_embed_grid is not None and self.pos_embed_grid < 1:
+            raise ValueError(f"pos_embed_grid={self.pos_embed_grid} must be a positive grid side or None")
         if self.embed_dim % self.num_heads or (self.embed_dim // self.num_heads) % 4:
             raise ValueError(
                 f"embed_dim={self.embed_dim} must split into num_heads={self.num_heads} heads "
@@ -121,6 +129,11 @@ class GeometryConfig:
             s1, s2 = self.stage_boundaries
             if not 0 <= s1 <= s2 <= self.depth:
                 raise ValueError(f"stage_boundaries={self.stage_boundaries} must satisfy 0 <= s1 <= s2 <= depth")
+
+    @property
+    def position_grid(self) -> int:
+        """Side of the stored position-embedding table (`pos_embed_grid`, else img_size // patch_size)."""
+        return self.img_size // self.patch_size if self.pos_embed_grid is None else self.pos_embed_grid
 
     @property
     def patch_start_idx(self) -> int:
@@ -154,7 +167,7 @@ PRESETS: dict[str, GeometryConfig] = {
         dpt_out_channels=(96, 192, 384, 384), camera_view_hidden=256, track_features=64,
         track_levels=4, track_hidden=192, track_depth=3, track_virtual=32,
     ),
-    "full": GeometryConfig(),
+    "full": GeometryConfig(pos_embed_grid=37),
 }
 
 

@@ -12,7 +12,6 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 PATCH_PREFIX = "aggregator.patch_embed."
@@ -20,28 +19,24 @@ VIT_PREFIX = "aggregator.patch_embed.vit."
 DROPPED = {"aggregator.patch_embed.mask_token"}  # DINOv2's masked-image-modelling token, unused here
 
 
-def resample_pos_embed(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Square position embedding `[1, G*G, C]` -> `[1, gh*gw, C]` by bicubic interpolation."""
-    G = math.isqrt(pos_embed.shape[1])
-    if G * G != pos_embed.shape[1]:
-        raise ValueError(f"pos_embed with {pos_embed.shape[1]} patch positions is not a square grid")
-    if (G, G) == tuple(grid):
-        return pos_embed
-    C = pos_embed.shape[-1]
-    x = pos_embed.reshape(1, G, G, C).permute(0, 3, 1, 2).float()
-    x = F.interpolate(x, size=grid, mode="bicubic", align_corners=False)
-    return x.permute(0, 2, 3, 1).reshape(1, grid[0] * grid[1], C).to(pos_embed.dtype)
-
-
 def _patch_embed_entries(key: str, value: torch.Tensor, sd: dict[str, torch.Tensor],
-                         grid: tuple[int, int]) -> dict[str, torch.Tensor]:
+                         grid: int) -> dict[str, torch.Tensor]:
     """DINOv2 hub names -> timm names. The class token's position embedding is folded into the
-    class token (timm adds no position to it), the rest is resampled to the model's grid."""
+    class token (timm adds no position to it, and DINOv2 never resamples it); the patch positions
+    stay VGGT's square table, which the model resamples to each input's grid at run time as VGGT
+    does. Raises ValueError when that table is not `grid` x `grid`."""
     name = key[len(PATCH_PREFIX):]
     if name == "cls_token":
         return {VIT_PREFIX + "cls_token": value + sd[PATCH_PREFIX + "pos_embed"][:, :1]}
     if name == "pos_embed":
-        return {VIT_PREFIX + "pos_embed": resample_pos_embed(value[:, 1:], grid)}
+        table = value[:, 1:]
+        if table.shape[1] != grid * grid:
+            side = math.isqrt(table.shape[1])
+            found = f"{side} x {side}" if side * side == table.shape[1] else f"{table.shape[1]} positions"
+            raise ValueError(f"VGGT key {key!r}: the checkpoint's position table is {found}, the model's "
+                             f"{grid} x {grid}; build the model with pos_embed_grid={side} (the `full` "
+                             "preset has VGGT-1B's 37)")
+        return {VIT_PREFIX + "pos_embed": table}
     if name == "register_tokens":
         return {VIT_PREFIX + "reg_token": value}
     return {VIT_PREFIX + name: value}
@@ -61,7 +56,7 @@ def convert_vggt_state_dict(vggt: dict[str, torch.Tensor], model: nn.Module) -> 
     """Map a VGGT state dict onto `model`'s parameter names; raises ValueError on any key that has
     no counterpart or whose shape differs (naming both shapes)."""
     target = model.state_dict()
-    grid = (model.config.img_size // model.config.patch_size,) * 2
+    grid = math.isqrt(target[VIT_PREFIX + "pos_embed"].shape[1])
     out: dict[str, torch.Tensor] = {}
     for key, value in vggt.items():
         if key in DROPPED:

@@ -36,7 +36,11 @@ def uv_position_embedding(channels: int, h: int, w: int, aspect_ratio: float, om
 
 
 class ResidualConvUnit(nn.Module):
-    """`x + conv2(relu(conv1(relu(x))))`, 3x3 convs."""
+    """`[N, F, h, w]` -> `relu(x) + conv2(relu(conv1(relu(x))))`, 3x3 convs, same shape.
+
+    The skip adds `relu(x)`, not `x`: VGGT builds this unit with an in-place ReLU, which rectifies
+    the input before the skip reads it, and its trained weights expect that.
+    """
 
     def __init__(self, features: int) -> None:
         super().__init__()
@@ -44,7 +48,8 @@ class ResidualConvUnit(nn.Module):
         self.conv2 = nn.Conv2d(features, features, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+        x = F.relu(x)
+        return x + self.conv2(F.relu(self.conv1(x)))
 
 
 class FeatureFusionBlock(nn.Module):
@@ -133,10 +138,11 @@ class DPTHead(nn.Module):
         return out if self.feature_only else self.scratch.output_conv2(out)
 
     def _add_pos(self, x: torch.Tensor, aspect_ratio: float, ratio: float = 0.1) -> torch.Tensor:
+        """`x` `[n, c, h, w]` + `ratio * uv_position_embedding`, scaled in float32 as VGGT does."""
         if not self.pos_embed:
             return x
-        emb = uv_position_embedding(x.shape[1], x.shape[2], x.shape[3], aspect_ratio).to(x.device, x.dtype)
-        return x + ratio * emb
+        emb = ratio * uv_position_embedding(x.shape[1], x.shape[2], x.shape[3], aspect_ratio)
+        return x + emb.to(x.device, x.dtype)
 
     def forward(self, agg: AggregatorOutput) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         B, S = agg.layers[self.layers[0]].shape[:2]

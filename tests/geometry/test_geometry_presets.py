@@ -39,9 +39,10 @@ def test_full_builds_and_runs_on_meta():
                                                          "time_embed", "view_embed", "camera_param_embed",
                                                          "dynamics_mask", "view_proj")))
     print(f"full preset: {n_params:,} parameters ({n_vggt_like:,} in VGGT-shaped modules)")
-    # VGGT-1B (1,256,537,516) minus its mask token (1024) and with the position embedding resampled
-    # from 1 + 37x37 to 27x27 positions: exactly the same modules otherwise
-    assert n_vggt_like == 1_256_537_516 - 1024 - (1370 - 729) * 1024
+    # VGGT-1B (1,256,537,516) minus its mask token (1024) and the class token's position (1024, folded
+    # into the class token); the position table stays VGGT's 37x37: the same modules otherwise
+    assert model.aggregator.patch_embed.vit.pos_embed.shape == (1, 37 * 37, 1024)
+    assert n_vggt_like == 1_256_537_516 - 1024 - 1024
     assert out["depth"].shape == (1, 2, 2, 378, 378) and out["world_points"].shape == (1, 2, 2, 378, 378, 3)
     assert out["pose_enc"].shape == (1, 2, 9) and out["track"].shape == (1, 4, 4, 2)
     assert out["mask_logits"].shape == (1, 4 * 27 * 27)

@@ -119,27 +119,58 @@ def _ref_block(sd, p, x, pos=None, qk_norm=True, eps=1e-5):
     return x + sd[p + "ls2.gamma"] * h
 
 
+def ref_interpolate_pos_encoding(pos_embed, tokens, H, W, patch):
+    """DINOv2's `interpolate_pos_encoding` as VGGT builds it (interpolate_offset=0.0: an output size,
+    no scale factor; interpolate_antialias=True): `[1, 1 + M*M, C]` -> `[1, 1 + (H/p)*(W/p), C]` for
+    class-prefixed tokens `[n, 1 + P, C]`. The table itself when the input has M*M patches and is
+    square; else the patch part bicubic with antialiasing in float32, back in the tokens' dtype."""
+    n_patch, M = tokens.shape[1] - 1, math.isqrt(pos_embed.shape[1] - 1)
+    if n_patch == M * M and H == W:
+        return pos_embed
+    table = pos_embed.float()
+    cls_pos, patch_pos = table[:, :1], table[:, 1:]
+    dim = tokens.shape[-1]
+    patch_pos = F.interpolate(patch_pos.reshape(1, M, M, dim).permute(0, 3, 1, 2), size=(H // patch, W // patch),
+                              mode="bicubic", antialias=True)
+    patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(1, -1, dim)
+    return torch.cat([cls_pos, patch_pos], dim=1).to(tokens.dtype)
+
+
+def ref_dinov2_tokens(sd, frames, patch=PATCH):
+    """DINOv2's `prepare_tokens_with_masks` on normalised frames `[n, 3, H, W]`: class token, the
+    register tokens, then the patch tokens, all with their positions `[n, 1 + R + P, C]`."""
+    pe = "aggregator.patch_embed."
+    H, W = frames.shape[-2:]
+    x = F.conv2d(frames, sd[pe + "patch_embed.proj.weight"], sd[pe + "patch_embed.proj.bias"], stride=patch)
+    x = torch.cat([sd[pe + "cls_token"].expand(len(frames), -1, -1), x.flatten(2).transpose(1, 2)], 1)
+    x = x + ref_interpolate_pos_encoding(sd[pe + "pos_embed"], x, H, W, patch)
+    return torch.cat([x[:, :1], sd[pe + "register_tokens"].expand(len(frames), -1, -1), x[:, 1:]], 1)
+
+
+def ref_dinov2_patch_tokens(sd, frames, patch=PATCH, depth=PE_DEPTH):
+    """VGGT's patch embed (DINOv2 ViT) on normalised frames `[n, 3, H, W]` -> `x_norm_patchtokens`."""
+    pe = "aggregator.patch_embed."
+    x = ref_dinov2_tokens(sd, frames, patch)
+    for i in range(depth):
+        x = _ref_block(sd, f"{pe}blocks.{i}.", x, qk_norm=False, eps=1e-6)  # DINOv2 uses eps 1e-6
+    x = F.layer_norm(x, (x.shape[-1],), sd[pe + "norm.weight"], sd[pe + "norm.bias"], 1e-6)
+    return x[:, 1 + sd[pe + "register_tokens"].shape[1]:]
+
+
 def ref_vggt_aggregator(sd, images):
     """VGGT's aggregator on `[B, S, 3, H, W]`: per-layer concat(frame, global) `[B, S, N, 2C]`."""
     B, S = images.shape[:2]
-    pe = "aggregator.patch_embed."
+    gh, gw = images.shape[-2] // PATCH, images.shape[-1] // PATCH
     mean = torch.tensor([0.485, 0.456, 0.406]).to(images.dtype).view(1, 3, 1, 1)  # float32 buffers, as VGGT's
     std = torch.tensor([0.229, 0.224, 0.225]).to(images.dtype).view(1, 3, 1, 1)
-    x = (images.flatten(0, 1) - mean) / std
-    x = F.conv2d(x, sd[pe + "patch_embed.proj.weight"], sd[pe + "patch_embed.proj.bias"], stride=PATCH)
-    x = x.flatten(2).transpose(1, 2)
-    x = torch.cat([sd[pe + "cls_token"].expand(B * S, -1, -1), x], 1) + sd[pe + "pos_embed"]
-    x = torch.cat([x[:, :1], sd[pe + "register_tokens"].expand(B * S, -1, -1), x[:, 1:]], 1)
-    for i in range(PE_DEPTH):
-        x = _ref_block(sd, f"{pe}blocks.{i}.", x, qk_norm=False, eps=1e-6)  # DINOv2 uses eps 1e-6
-    patches = F.layer_norm(x, (C,), sd[pe + "norm.weight"], sd[pe + "norm.bias"], 1e-6)[:, 5:]
+    patches = ref_dinov2_patch_tokens(sd, (images.flatten(0, 1) - mean) / std)
 
     def two_slot(tok):
         return torch.cat([tok[:, :1], tok[:, 1:].expand(-1, S - 1, -1, -1)], 1).expand(B, -1, -1, -1).flatten(0, 1)
 
     tokens = torch.cat([two_slot(sd["aggregator.camera_token"]), two_slot(sd["aggregator.register_token"]), patches], 1)
     N = tokens.shape[1]
-    yy, xx = torch.meshgrid(torch.arange(GRID), torch.arange(GRID), indexing="ij")
+    yy, xx = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
     pos = torch.cat([torch.zeros(5, 2, dtype=torch.long), torch.stack([yy, xx], -1).reshape(-1, 2) + 1])
     outputs = []
     for i in range(DEPTH):
@@ -177,12 +208,14 @@ def test_converter_loads_every_tensor(tmp_path):
 
 
 @torch.no_grad()
-def test_legacy_mode_equals_vggt_restatement():
+@pytest.mark.parametrize("grid", [(GRID, GRID), (3, 5), (6, 6)])
+def test_legacy_mode_equals_vggt_restatement(grid):
+    """At the table's own grid and at others (the position table resampled as VGGT does)."""
     torch.manual_seed(0)
     sd = {k: v.double() for k, v in vggt_like_state_dict(seed=1).items()}  # float64: compare tightly
     model = GeometryModel(_config()).double().eval()
     load_vggt_weights(model, sd)
-    images = torch.rand(2, 3, 3, GRID * PATCH, GRID * PATCH, dtype=torch.float64)
+    images = torch.rand(2, 3, 3, grid[0] * PATCH, grid[1] * PATCH, dtype=torch.float64)
     ref = ref_vggt_aggregator(sd, images)
     out = model.aggregator(images, output_layers=tuple(range(DEPTH)))
     assert out.legacy
