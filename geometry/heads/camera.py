@@ -35,11 +35,13 @@ class CameraHead(nn.Module):
     """Last-layer camera tokens `[B, T, V, 2C]` -> pose encodings, one per refinement iteration.
 
     Tokens go through a view-specific projection, then for `iterations` rounds: adaLN modulation
-    by the embedded (detached) previous estimate, a trunk attending across cameras, and a pose
-    delta. `static=True` reads the first time step and returns `[B, V, 9]`; `static=False`
-    attends across all T*V cameras and returns `[B, T, V, 9]`; with `causal_time` a camera
-    attends only to cameras of its own and earlier time steps. Streaming passes one time step
-    with `caches` (one per iteration and trunk block, `new_caches`), which hold the earlier steps.
+    by the embedded previous estimate, a trunk attending across cameras, and a pose delta added
+    to that estimate; as in VGGT the previous estimate is detached, so each round's output
+    back-propagates into its own delta only. `static=True` reads the first time step and returns
+    `[B, V, 9]`; `static=False` attends across all T*V cameras and returns `[B, T, V, 9]`; with
+    `causal_time` a camera attends only to cameras of its own and earlier time steps. Streaming
+    passes one time step with `caches` (one per iteration and trunk block, `new_caches`), which
+    hold the earlier steps.
     """
 
     def __init__(self, dim_in: int = 2048, trunk_depth: int = 4, num_heads: int = 16, mlp_ratio: float = 4.0,
@@ -74,7 +76,9 @@ class CameraHead(nn.Module):
         pose = None
         out = []
         for it in range(self.iterations):
-            prev = self.empty_pose_tokens.expand(B, L, -1) if pose is None else pose.detach()
+            if pose is not None:  # VGGT: the previous estimate is detached, for the embedding and the sum
+                pose = pose.detach()
+            prev = self.empty_pose_tokens.expand(B, L, -1) if pose is None else pose
             shift, scale, gate = self.poseLN_modulation(self.embed_pose(prev)).chunk(3, dim=-1)
             x = tokens + gate * (self.adaln_norm(tokens) * (1 + scale) + shift)
             for j, block in enumerate(self.trunk):
