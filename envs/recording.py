@@ -21,10 +21,11 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import datasets
 import gymnasium as gym
+import mujoco
 import numpy as np
 from lerobot.configs import DepthEncoderConfig
 from lerobot.datasets import LeRobotDataset, LeRobotDatasetMetadata
@@ -32,12 +33,28 @@ from lerobot.datasets.utils import INFO_PATH
 from tqdm.auto import tqdm
 
 from envs.recording_journal import ONE_EPISODE_PER_FILE_MB, EmptyDatasetError, RecordingJournal, recover_recording
-from envs.tabletop.env import CONTROL_DT, TabletopEnv
 
 VIDEO_BACKEND = "pyav"
 STATE_NAMES = ["ee_x", "ee_y", "ee_z", "gripper_opening"]
 ACTION_NAMES = ["delta_x", "delta_y", "delta_z", "gripper"]
 DEPTH_PREFIX = "observation.depth."
+DEFAULT_ROBOT_TYPE = "geovla_floating_gripper"  # the built-in task's, for envs that name none
+
+
+class RecordableEnv(Protocol):
+    """What recording reads from an env's ``unwrapped`` (``TabletopEnv``, ``MetaWorldEnv``).
+
+    ``metadata["render_fps"]`` is the control rate, stored as the dataset's fps; an optional
+    ``robot_type`` attribute names the robot (default :data:`DEFAULT_ROBOT_TYPE`).
+    """
+
+    model: mujoco.MjModel
+    metadata: dict[str, Any]
+    task: str
+    height: int
+    width: int
+    cameras: tuple[str, ...]
+    geometry: bool
 
 
 class RecordedDataset(LeRobotDataset):
@@ -93,7 +110,7 @@ def _make_readable(root: Path) -> None:
         raise EmptyDatasetError(f"{root} holds no episodes ('total_episodes' is 0 in {info_path})")
 
 
-def depth_video_encoder(env: TabletopEnv) -> DepthEncoderConfig:
+def depth_video_encoder(env: RecordableEnv) -> DepthEncoderConfig:
     """LeRobot's native depth stream (12-bit codes, lossless HEVC) fitted to MuJoCo's depth range.
 
     MuJoCo renders depth in ``[znear, zfar] * extent`` of the model (0.041-40.95 m here; pixels
@@ -113,8 +130,8 @@ def depth_video_encoder(env: TabletopEnv) -> DepthEncoderConfig:
     )
 
 
-def tabletop_features(env: TabletopEnv, video: bool, depth_video: bool = False) -> dict[str, dict]:
-    """LeRobot feature spec for the built-in task, geometry ground truth included.
+def tabletop_features(env: RecordableEnv, video: bool, depth_video: bool = False) -> dict[str, dict]:
+    """LeRobot feature spec of the built-in task or MetaWorld, geometry ground truth included.
 
     ``video`` stores the images as mp4 instead of PNG; ``depth_video`` stores depth as LeRobot's
     native depth stream (a ``video`` feature of shape ``(H, W, 1)`` flagged ``is_depth_map``)
@@ -209,16 +226,16 @@ def record_demos(
 
     Returns a summary: episodes saved, attempts, success rate of the attempts, frames, seeds.
     """
-    base: TabletopEnv = env.unwrapped
+    base: RecordableEnv = env.unwrapped
     out_dir = Path(out_dir)
     if out_dir.exists():
         raise FileExistsError(f"{out_dir} already exists; choose a new --out directory")
     dataset = LeRobotDataset.create(
         repo_id=repo_id or f"local/{out_dir.name}",
-        fps=int(round(1 / CONTROL_DT)),
+        fps=int(base.metadata["render_fps"]),
         features=tabletop_features(base, video, depth_video),
         root=out_dir,
-        robot_type="geovla_floating_gripper",
+        robot_type=getattr(base, "robot_type", DEFAULT_ROBOT_TYPE),
         use_videos=video or depth_video,
         video_backend=VIDEO_BACKEND,
         depth_encoder=depth_video_encoder(base) if depth_video else None,
@@ -279,7 +296,7 @@ def _record_episode(
     env: gym.Env, expert: Callable[[dict], np.ndarray], dataset: LeRobotDataset, seed: int, depth_video: bool
 ) -> bool:
     """Buffer one expert episode in ``dataset`` (not saved yet); return whether it succeeded."""
-    base: TabletopEnv = env.unwrapped
+    base: RecordableEnv = env.unwrapped
     obs, info = env.reset(seed=seed)
     while True:
         action = np.asarray(expert(obs), dtype=np.float32)
