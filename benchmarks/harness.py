@@ -1,0 +1,106 @@
+"""The loop over a run's cells (task x policy): record once per task, train, evaluate, report.
+
+Every step ends by writing the state file, so a stopped run, rerun with the same command,
+skips the datasets and cells that are done, resumes a training from its last checkpoint and
+redoes a half-done recording, dataset copy or evaluation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from benchmarks.budgets import Budget
+from benchmarks.datasets import record, without_geometry
+from benchmarks.evaluation import evaluate_cell
+from benchmarks.language import write_word_vlm
+from benchmarks.policy_specs import BuildContext, PolicySpec, get_policies
+from benchmarks.report import write_reports
+from benchmarks.state import load_state, save_state
+from benchmarks.suites import Suite, get_suite
+from benchmarks.training import train_cell
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One invocation of the suite (``scripts/benchmark.py``'s options)."""
+
+    suite: str
+    out: Path
+    budget: Budget
+    tasks: list[str] | None = None
+    policies: list[str] | None = None
+    device: str = "cpu"
+    num_workers: int = 0
+    progress: bool = True
+
+
+def _select_tasks(suite: Suite, tasks: list[str] | None) -> list[str]:
+    unknown = sorted(set(tasks or ()) - set(suite.tasks))
+    if unknown:
+        raise ValueError(f"unknown tasks {unknown} for suite {suite.name!r}; known: {list(suite.tasks)}")
+    return [task for task in suite.tasks if tasks is None or task in tasks]
+
+
+def ensure_datasets(config: RunConfig, suite: Suite, state: dict[str, Any], task: str) -> dict[str, Any]:
+    """The task's demonstrations, recorded (and stripped of geometry) the first time, then reused."""
+    if task not in state["datasets"]:
+        state["datasets"][task] = record(suite, task, config.budget, config.out / "datasets", config.progress)
+        save_state(config.out, state)
+    entry = state["datasets"][task]
+    if "without_geometry" not in entry:
+        entry["without_geometry"] = without_geometry(suite, entry)
+        save_state(config.out, state)
+    return entry
+
+
+def run_cell(config: RunConfig, suite: Suite, state: dict[str, Any], task: str, spec: PolicySpec,
+             context: BuildContext, progress: tqdm) -> None:
+    """Train (or resume) and evaluate one policy on one task, saving the state after each."""
+    key = f"{task}/{spec.name}"
+    cell_dir = config.out / "cells" / task / spec.name
+    cell_dir.mkdir(parents=True, exist_ok=True)
+    runner_args = spec.runner_args(context) if spec.runner_args else None
+    cell = state["cells"].setdefault(key, {"status": "training"})
+    if cell["status"] == "training":
+        progress.set_postfix_str(f"{key}: demonstrations")
+        recorded = ensure_datasets(config, suite, state, task)
+        dataset = recorded if spec.reads_geometry else recorded["without_geometry"]
+        progress.set_postfix_str(f"{key}: training")
+        cell["train"] = train_cell(spec.policy_args(context), runner_args, Path(dataset["root"]), dataset["repo_id"],
+                                   config.budget, cell_dir, config.device, config.num_workers)
+        cell["status"] = "trained"
+        save_state(config.out, state)
+    progress.set_postfix_str(f"{key}: evaluating")
+    env_args = suite.eval_env_args(task, config.budget, spec.reads_geometry)
+    cell["eval"] = evaluate_cell(Path(cell["train"]["checkpoint"]), runner_args, env_args, config.budget,
+                                 suite.eval_seed, cell_dir, config.device)
+    cell["status"] = "done"
+    save_state(config.out, state)
+
+
+def run_benchmark(config: RunConfig) -> dict[str, Any]:
+    """Run (or continue) every selected cell and write the reports; returns ``results.json``'s content."""
+    suite = get_suite(config.suite)
+    tasks, specs = _select_tasks(suite, config.tasks), get_policies(config.policies)
+    config.out.mkdir(parents=True, exist_ok=True)
+    header = {"suite": suite.name, "budget": config.budget.to_dict(), "device": config.device}
+    state = load_state(config.out, header)
+    save_state(config.out, state)
+    context = BuildContext(suite=suite, image_size=config.budget.image_size,
+                           vlm_dir=write_word_vlm(config.out / "assets" / "word_vlm", suite.vocabulary,
+                                                  config.budget.image_size))
+    cells = [(task, spec) for task in tasks for spec in specs]
+    done = [state["cells"].get(f"{task}/{spec.name}", {}).get("status") == "done" for task, spec in cells]
+    with tqdm(total=len(cells), initial=sum(done), desc=f"{suite.name} benchmark", unit="cell",
+              disable=not config.progress) as progress:
+        for (task, spec), finished in zip(cells, done):
+            if finished:
+                continue
+            run_cell(config, suite, state, task, spec, context, progress)
+            write_reports(config.out, state, suite)
+            progress.update(1)
+    return write_reports(config.out, state, suite)

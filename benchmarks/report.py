@@ -1,0 +1,137 @@
+"""The run's outputs: ``results.json`` (every finished cell), ``results.md`` (a table) and
+``success.png`` (success per task and policy with Wilson 95% intervals)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from policies.intervals import wilson_interval
+
+from benchmarks.policy_specs import POLICIES
+from benchmarks.state import write_json_atomic
+from benchmarks.suites import Suite
+
+RESULTS_JSON = "results.json"
+RESULTS_MD = "results.md"
+RESULTS_PNG = "success.png"
+
+
+def steps_within(curve: list[list[float]], seconds: float) -> int:
+    """The last step a training curve (``[seconds, step]`` points) had reached by ``seconds``."""
+    return max((int(step) for t, step in curve if t <= seconds), default=0)
+
+
+def equal_time(cells: list[dict[str, Any]], tasks: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """Per task, the fastest policy's training wall-clock and the steps every policy had reached
+    in that time (LeRobot 0.6.1 has no wall-clock budget, so equal time is read off the curves)."""
+    table = {}
+    for task in tasks:
+        of_task = [cell for cell in cells if cell["task"] == task]
+        if of_task:
+            seconds = min(cell["train_wall_s"] for cell in of_task)
+            table[task] = {"seconds": seconds,
+                           "steps": {cell["policy"]: steps_within(cell["curve"], seconds) for cell in of_task}}
+    return table
+
+
+def collect(state: dict[str, Any], suite: Suite) -> dict[str, Any]:
+    """``results.json``'s content: the finished cells in task and policy order, with intervals."""
+    cells = []
+    for task in suite.tasks:
+        for name, spec in POLICIES.items():
+            cell = state["cells"].get(f"{task}/{name}")
+            if cell is None or cell.get("status") != "done":
+                continue
+            train, evaluation = cell["train"], cell["eval"]
+            low, high = wilson_interval(evaluation["successes"], evaluation["episodes"])
+            cells.append({"task": task, "policy": name, "label": spec.label,
+                          "reads_instruction": spec.reads_instruction, **train, **evaluation,
+                          "success_rate": evaluation["successes"] / evaluation["episodes"],
+                          "wilson95": [round(low, 4), round(high, 4)]})
+    timing = equal_time(cells, suite.tasks)
+    for cell in cells:
+        cell["steps_in_equal_time"] = timing[cell["task"]]["steps"][cell["policy"]]
+    header = state["header"]
+    return {"suite": header["suite"], "budget": header["budget"], "device": header["device"],
+            "cameras": list(suite.cameras), "eval_seed": suite.eval_seed, "datasets": state["datasets"],
+            "equal_time": timing, "cells": cells}
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The table of a run, with its budget and the equal-time figures."""
+    budget = results["budget"]
+    last_seed = results["eval_seed"] + budget["eval_episodes"] - 1
+    lines = [
+        f"# Benchmark: `{results['suite']}` suite",
+        "",
+        f"Every policy: the same {budget['demos']} scripted demonstrations per task, {budget['steps']} optimiser "
+        f"steps at batch {budget['batch_size']} (`lerobot-train`), {budget['eval_episodes']} evaluation episodes "
+        f"per cell (`lerobot-eval`) on seeds {results['eval_seed']}-{last_seed}, "
+        f"{budget['image_size']}-px images from the cameras {', '.join(results['cameras'])}; device "
+        f"{results['device']}. Success with its Wilson 95% interval.",
+        "",
+        "| task | policy | reads instruction | parameters | steps | train wall-clock | steps in equal time "
+        "| success | Wilson 95% |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in results["cells"]:
+        low, high = cell["wilson95"]
+        params = "" if cell["params"] is None else f"{cell['params'] / 1e6:.1f}M"
+        lines.append(
+            f"| {cell['task']} | {cell['label']} | {'yes' if cell['reads_instruction'] else 'no'} | {params} "
+            f"| {cell['steps']} | {_duration(cell['train_wall_s'])} | {cell['steps_in_equal_time']} "
+            f"| {cell['successes']}/{cell['episodes']} ({cell['success_rate']:.0%}) | {low:.0%}-{high:.0%} |")
+    if results["equal_time"]:
+        times = ", ".join(f"{task} {_duration(entry['seconds'])}" for task, entry in results["equal_time"].items())
+        lines += ["", f"Steps in equal time: the steps each policy had reached when the fastest one of its task "
+                      f"finished training ({times}); LeRobot 0.6.1 has no wall-clock budget, so this is read "
+                      f"off the training logs."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """Grouped bars: success per task (groups) and policy (bars), Wilson 95% error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(cell["task"] for cell in results["cells"]))
+    labels = list(dict.fromkeys(cell["label"] for cell in results["cells"]))
+    width = 0.8 / max(len(labels), 1)
+    figure, axes = plt.subplots(figsize=(3.5 + 0.6 * len(tasks) * len(labels), 4))
+    for index, label in enumerate(labels):
+        cells = {cell["task"]: cell for cell in results["cells"] if cell["label"] == label}
+        xs = [tasks.index(task) + (index - (len(labels) - 1) / 2) * width for task in cells]
+        rates = [cell["success_rate"] for cell in cells.values()]
+        errors = [[rate - cell["wilson95"][0] for rate, cell in zip(rates, cells.values())],
+                  [cell["wilson95"][1] - rate for rate, cell in zip(rates, cells.values())]]
+        axes.bar(xs, rates, width, yerr=errors, capsize=3, label=label)
+        for x, cell in zip(xs, cells.values()):
+            axes.text(x, cell["wilson95"][1] + 0.02, f"{cell['successes']}/{cell['episodes']}", ha="center",
+                      fontsize=7)
+    axes.set_xticks(range(len(tasks)), tasks)
+    axes.set_ylim(0, 1.12)
+    axes.set_ylabel("success rate (Wilson 95%)")
+    axes.set_title(f"{results['suite']}: {results['budget']['steps']} steps, "
+                   f"{results['budget']['eval_episodes']} episodes per cell")
+    axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_reports(out: Path, state: dict[str, Any], suite: Suite) -> dict[str, Any]:
+    """Write ``results.json``, ``results.md`` and ``success.png`` for the finished cells."""
+    results = collect(state, suite)
+    write_json_atomic(out / RESULTS_JSON, results)
+    (out / RESULTS_MD).write_text(markdown(results))
+    if results["cells"]:
+        plot(results, out / RESULTS_PNG)
+    return results
