@@ -7,7 +7,7 @@ redoes a half-done recording, dataset copy or evaluation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +84,7 @@ def run_cell(config: RunConfig, suite: Suite, state: dict[str, Any], task: str, 
 
 def run_benchmark(config: RunConfig) -> dict[str, Any]:
     """Run (or continue) every selected cell and write the reports; returns ``results.json``'s content."""
+    config = replace(config, out=config.out.resolve())  # LeRobot's commands run in the cell folders
     suite = get_suite(config.suite)
     tasks, specs = _select_tasks(suite, config.tasks), get_policies(config.policies)
     config.out.mkdir(parents=True, exist_ok=True)

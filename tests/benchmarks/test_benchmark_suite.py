@@ -44,14 +44,15 @@ def _state(out: Path) -> dict[str, Any] | None:
 
 
 def _run(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*COMMAND, "--out", str(out), *extra], env=_env(), cwd=ROOT, capture_output=True,
+    """The suite with ``--out`` given relative to the working directory, as a user types it."""
+    return subprocess.run([*COMMAND, "--out", out.name, *extra], env=_env(), cwd=out.parent, capture_output=True,
                           text=True, timeout=RUN_TIMEOUT)
 
 
 def _run_and_stop_after_first_cell(out: Path) -> None:
     """Start the suite, send it SIGTERM once its first cell is done, check it stopped cleanly."""
     log = open(out.parent / "stopped_run.log", "w")
-    process = subprocess.Popen([*COMMAND, "--out", str(out)], env=_env(), cwd=ROOT, stdout=log,
+    process = subprocess.Popen([*COMMAND, "--out", out.name], env=_env(), cwd=out.parent, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + RUN_TIMEOUT
