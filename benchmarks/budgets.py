@@ -50,8 +50,12 @@ class Budget:
 
 
 # The full built-in run for a 2-core CPU (about 8 hours, see scripts/benchmark.py).
-FULL = Budget(demos=1000, steps=2000, batch_size=16, eval_episodes=100, eval_batch_size=10, image_size=32,
+BUILTIN_FULL = Budget(demos=1000, steps=2000, batch_size=16, eval_episodes=100, eval_batch_size=10, image_size=32,
               episode_length=None, save_freq=500, log_freq=50)
+# The full MetaWorld run: 100 demonstrations of each of 5 tasks, one policy trained on all of them,
+# 50 evaluation episodes per task (250 per policy) of at most 200 steps.
+METAWORLD_FULL = Budget(demos=100, steps=2000, batch_size=16, eval_episodes=50, eval_batch_size=10, image_size=64,
+                        episode_length=None, save_freq=500, log_freq=50)
 # The whole pipeline at toy sizes, for CI.
 QUICK = Budget(demos=3, steps=2, batch_size=2, eval_episodes=2, eval_batch_size=2, image_size=32,
                episode_length=8, save_freq=1, log_freq=1)

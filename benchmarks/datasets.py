@@ -1,4 +1,5 @@
-"""A task's demonstrations: recorded once, shared by every policy.
+"""A task's demonstrations: recorded once, shared by every policy; for a multi-task suite, the
+tasks' recordings merged into one dataset.
 
 The recording keeps the suite's geometry features (depth, camera parameters) for the policies
 that read them. The other policies get the same episodes without those features, made from the
@@ -56,3 +57,26 @@ def without_geometry(suite: Suite, recorded: dict[str, Any]) -> dict[str, str]:
         if source.hf_dataset.data.column(column).to_pylist() != derived.hf_dataset.data.column(column).to_pylist():
             raise RuntimeError(f"{root} differs from {recorded['root']} in {column!r}")
     return {"root": str(root), "repo_id": recorded["repo_id"] + "_rgb"}
+
+
+def merge(group: str, recorded: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
+    """The recordings ``recorded`` (entries of :func:`record`) merged by LeRobot's
+    ``merge_datasets`` into ``folder/group``, checked to hold all their episodes and frames.
+
+    Each source keeps its own data file: packing them into one (LeRobot's default) concatenates
+    pandas frames, which fails on the depth maps' 2-d array columns (``datasets``'
+    ``PandasArrayExtensionDtype``)."""
+    from lerobot.datasets.dataset_tools import merge_datasets
+
+    from envs.recording import open_dataset
+
+    root = folder / group
+    shutil.rmtree(root, ignore_errors=True)
+    merged = merge_datasets([open_dataset(entry["root"], entry["repo_id"]) for entry in recorded],
+                            output_repo_id=f"local/{group}", output_dir=root, concatenate_data=False)
+    episodes, frames = sum(entry["episodes"] for entry in recorded), sum(entry["frames"] for entry in recorded)
+    if (merged.meta.total_episodes, merged.meta.total_frames) != (episodes, frames):
+        raise RuntimeError(f"{root} holds {merged.meta.total_episodes} episodes and {merged.meta.total_frames} "
+                           f"frames, not the {episodes} and {frames} of its sources")
+    return {"root": str(root), "repo_id": f"local/{group}", "episodes": episodes, "frames": frames,
+            "tasks": [Path(entry["root"]).name for entry in recorded]}

@@ -1,8 +1,11 @@
-"""The loop over a run's cells (task x policy): record once per task, train, evaluate, report.
+"""The loop over a run's cells (training group x policy): record once per task, train, evaluate
+on each task of the group, report.
 
-Every step ends by writing the state file, so a stopped run, rerun with the same command,
-skips the datasets and cells that are done, resumes a training from its last checkpoint and
-redoes a half-done recording, dataset copy or evaluation.
+A training group is one task (one policy per task) or, for a multi-task suite, all the run's
+tasks (``mt<N>``: one policy trained on their merged demonstrations). Every step ends by writing
+the state file, so a stopped run, rerun with the same command, skips the datasets, cells and
+per-task evaluations that are done, resumes a training from its last checkpoint and redoes a
+half-done recording, merge, dataset copy or evaluation.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from benchmarks.budgets import Budget
-from benchmarks.datasets import record, without_geometry
+from benchmarks.datasets import merge, record, without_geometry
 from benchmarks.evaluation import evaluate_cell
 from benchmarks.language import write_word_vlm
 from benchmarks.policy_specs import BuildContext, PolicySpec, get_policies
@@ -42,42 +45,66 @@ def _select_tasks(suite: Suite, tasks: list[str] | None) -> list[str]:
     unknown = sorted(set(tasks or ()) - set(suite.tasks))
     if unknown:
         raise ValueError(f"unknown tasks {unknown} for suite {suite.name!r}; known: {list(suite.tasks)}")
-    return [task for task in suite.tasks if tasks is None or task in tasks]
+    chosen = tasks or suite.default_tasks or suite.tasks
+    return [task for task in suite.tasks if task in chosen]
 
 
-def ensure_datasets(config: RunConfig, suite: Suite, state: dict[str, Any], task: str) -> dict[str, Any]:
-    """The task's demonstrations, recorded (and stripped of geometry) the first time, then reused."""
-    if task not in state["datasets"]:
-        state["datasets"][task] = record(suite, task, config.budget, config.out / "datasets", config.progress)
+def training_groups(suite: Suite, tasks: list[str]) -> dict[str, list[str]]:
+    """``{group: its tasks}``: one group per task, or one ``mt<N>`` group of all for a multi-task suite."""
+    return {f"mt{len(tasks)}": tasks} if suite.multitask else {task: [task] for task in tasks}
+
+
+def ensure_datasets(config: RunConfig, suite: Suite, state: dict[str, Any], group: str,
+                    tasks: list[str]) -> dict[str, Any]:
+    """The group's demonstrations: each task recorded the first time, then reused; several tasks
+    merged into one dataset; and a copy without geometry."""
+    folder = config.out / "datasets"
+    for task in tasks:
+        if task not in state["datasets"]:
+            state["datasets"][task] = record(suite, task, config.budget, folder, config.progress)
+            save_state(config.out, state)
+    if group not in state["datasets"]:
+        state["datasets"][group] = merge(group, [state["datasets"][task] for task in tasks], folder)
         save_state(config.out, state)
-    entry = state["datasets"][task]
+    entry = state["datasets"][group]
+    if entry.get("tasks", [group]) != tasks:
+        raise ValueError(f"{config.out} trained {group} on the tasks {entry['tasks']}, not {tasks}; "
+                         "continue it with its own --tasks or choose a new --out")
     if "without_geometry" not in entry:
         entry["without_geometry"] = without_geometry(suite, entry)
         save_state(config.out, state)
     return entry
 
 
-def run_cell(config: RunConfig, suite: Suite, state: dict[str, Any], task: str, spec: PolicySpec,
-             context: BuildContext, progress: tqdm) -> None:
-    """Train (or resume) and evaluate one policy on one task, saving the state after each."""
-    key = f"{task}/{spec.name}"
-    cell_dir = config.out / "cells" / task / spec.name
+def run_cell(config: RunConfig, suite: Suite, state: dict[str, Any], group: str, tasks: list[str],
+             spec: PolicySpec, context: BuildContext, progress: tqdm) -> None:
+    """Train (or resume) one policy on a group's demonstrations and evaluate it on each of its
+    tasks, saving the state after the training and after each evaluation."""
+    key = f"{group}/{spec.name}"
+    cell_dir = config.out / "cells" / group / spec.name
     cell_dir.mkdir(parents=True, exist_ok=True)
     runner_args = spec.runner_args(context) if spec.runner_args else None
     cell = state["cells"].setdefault(key, {"status": "training"})
     if cell["status"] == "training":
         progress.set_postfix_str(f"{key}: demonstrations")
-        recorded = ensure_datasets(config, suite, state, task)
+        recorded = ensure_datasets(config, suite, state, group, tasks)
         dataset = recorded if spec.reads_geometry else recorded["without_geometry"]
         progress.set_postfix_str(f"{key}: training")
         cell["train"] = train_cell(spec.policy_args(context), runner_args, Path(dataset["root"]), dataset["repo_id"],
                                    config.budget, cell_dir, config.device, config.num_workers)
         cell["status"] = "trained"
         save_state(config.out, state)
-    progress.set_postfix_str(f"{key}: evaluating")
-    env_args = suite.eval_env_args(task, config.budget, spec.reads_geometry)
-    cell["eval"] = evaluate_cell(Path(cell["train"]["checkpoint"]), runner_args, env_args, config.budget,
-                                 suite.eval_seed, cell_dir, config.device)
+    evaluations = cell.setdefault("evals", {})
+    for task in tasks:
+        if task in evaluations:
+            continue
+        progress.set_postfix_str(f"{key}: evaluating {task}")
+        eval_dir = cell_dir if len(tasks) == 1 else cell_dir / task
+        eval_dir.mkdir(exist_ok=True)
+        env_args = suite.eval_env_args(task, config.budget, spec.reads_geometry)
+        evaluations[task] = evaluate_cell(Path(cell["train"]["checkpoint"]), runner_args, env_args, config.budget,
+                                          suite.eval_seed, eval_dir, config.device)
+        save_state(config.out, state)
     cell["status"] = "done"
     save_state(config.out, state)
 
@@ -94,14 +121,15 @@ def run_benchmark(config: RunConfig) -> dict[str, Any]:
     context = BuildContext(suite=suite, image_size=config.budget.image_size,
                            vlm_dir=write_word_vlm(config.out / "assets" / "word_vlm", suite.vocabulary,
                                                   config.budget.image_size))
-    cells = [(task, spec) for task in tasks for spec in specs]
-    done = [state["cells"].get(f"{task}/{spec.name}", {}).get("status") == "done" for task, spec in cells]
+    groups = training_groups(suite, tasks)
+    cells = [(group, spec) for group in groups for spec in specs]
+    done = [state["cells"].get(f"{group}/{spec.name}", {}).get("status") == "done" for group, spec in cells]
     with tqdm(total=len(cells), initial=sum(done), desc=f"{suite.name} benchmark", unit="cell",
               disable=not config.progress) as progress:
-        for (task, spec), finished in zip(cells, done):
+        for (group, spec), finished in zip(cells, done):
             if finished:
                 continue
-            run_cell(config, suite, state, task, spec, context, progress)
+            run_cell(config, suite, state, group, groups[group], spec, context, progress)
             write_reports(config.out, state, suite)
             progress.update(1)
     return write_reports(config.out, state, suite)

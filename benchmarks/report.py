@@ -22,40 +22,66 @@ def steps_within(curve: list[list[float]], seconds: float) -> int:
     return max((int(step) for t, step in curve if t <= seconds), default=0)
 
 
-def equal_time(cells: list[dict[str, Any]], tasks: tuple[str, ...]) -> dict[str, dict[str, Any]]:
-    """Per task, the fastest policy's training wall-clock and the steps every policy had reached
-    in that time (LeRobot 0.6.1 has no wall-clock budget, so equal time is read off the curves)."""
+def equal_time(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per training group, the fastest policy's training wall-clock and the steps every policy
+    had reached in that time (LeRobot 0.6.1 has no wall-clock budget, so equal time is read off
+    the curves)."""
     table = {}
-    for task in tasks:
-        of_task = [cell for cell in cells if cell["task"] == task]
-        if of_task:
-            seconds = min(cell["train_wall_s"] for cell in of_task)
-            table[task] = {"seconds": seconds,
-                           "steps": {cell["policy"]: steps_within(cell["curve"], seconds) for cell in of_task}}
+    for group in dict.fromkeys(cell["group"] for cell in cells):
+        of_group = {cell["policy"]: cell for cell in cells if cell["group"] == group}
+        seconds = min(cell["train_wall_s"] for cell in of_group.values())
+        table[group] = {"seconds": seconds,
+                        "steps": {name: steps_within(cell["curve"], seconds) for name, cell in of_group.items()}}
     return table
 
 
+def _row(task: str, group: str, name: str, train: dict[str, Any], successes: int, episodes: int,
+         extra: dict[str, Any]) -> dict[str, Any]:
+    spec = POLICIES[name]
+    low, high = wilson_interval(successes, episodes)
+    return {"task": task, "group": group, "policy": name, "label": spec.label,
+            "reads_instruction": spec.reads_instruction, **train, **extra, "successes": successes,
+            "episodes": episodes, "success_rate": successes / episodes, "wilson95": [round(low, 4), round(high, 4)]}
+
+
 def collect(state: dict[str, Any], suite: Suite) -> dict[str, Any]:
-    """``results.json``'s content: the finished cells in task and policy order, with intervals."""
-    cells = []
-    for task in suite.tasks:
-        for name, spec in POLICIES.items():
-            cell = state["cells"].get(f"{task}/{name}")
-            if cell is None or cell.get("status") != "done":
-                continue
-            train, evaluation = cell["train"], cell["eval"]
-            low, high = wilson_interval(evaluation["successes"], evaluation["episodes"])
-            cells.append({"task": task, "policy": name, "label": spec.label,
-                          "reads_instruction": spec.reads_instruction, **train, **evaluation,
-                          "success_rate": evaluation["successes"] / evaluation["episodes"],
-                          "wilson95": [round(low, 4), round(high, 4)]})
-    timing = equal_time(cells, suite.tasks)
+    """``results.json``'s content: a row per evaluated (task, policy) in task and policy order,
+    with intervals, and for a policy trained on several tasks a row ``<group> mean`` pooling
+    the episodes of all of them once each is evaluated."""
+    finished = {}
+    for key, cell in state["cells"].items():
+        if cell.get("status") == "done":
+            group, name = key.rsplit("/", 1)
+            finished[(group, name)] = cell
+    rows, pooled = [], []
+    order = {task: index for index, task in enumerate(suite.tasks)}
+    groups = sorted({group for group, _ in finished}, key=lambda g: order.get(g, -1))
+    for group in groups:
+        tasks = sorted({task for (g, _), cell in finished.items() if g == group for task in cell["evals"]},
+                       key=order.__getitem__)
+        for task in tasks:
+            for name in POLICIES:
+                cell = finished.get((group, name))
+                if cell is not None and task in cell["evals"]:
+                    evaluation = cell["evals"][task]
+                    rows.append(_row(task, group, name, cell["train"], evaluation["successes"],
+                                     evaluation["episodes"], evaluation))
+        if len(tasks) > 1:
+            for name in POLICIES:
+                cell = finished.get((group, name))
+                if cell is not None:
+                    evaluations = list(cell["evals"].values())
+                    pooled.append(_row(f"{group} mean", group, name, cell["train"],
+                                       sum(e["successes"] for e in evaluations),
+                                       sum(e["episodes"] for e in evaluations), {"tasks": list(cell["evals"])}))
+    cells = rows + pooled
+    timing = equal_time(cells)
     for cell in cells:
-        cell["steps_in_equal_time"] = timing[cell["task"]]["steps"][cell["policy"]]
+        cell["steps_in_equal_time"] = timing[cell["group"]]["steps"][cell["policy"]]
     header = state["header"]
     return {"suite": header["suite"], "budget": header["budget"], "device": header["device"],
             "cameras": list(suite.cameras), "eval_seed": suite.eval_seed, "datasets": state["datasets"],
-            "equal_time": timing, "cells": cells}
+            "equal_time": timing, "anchors": suite.anchors, "cells": cells}
 
 
 def _duration(seconds: float) -> str:
@@ -71,7 +97,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Every policy: the same {budget['demos']} scripted demonstrations per task, {budget['steps']} optimiser "
         f"steps at batch {budget['batch_size']} (`lerobot-train`), {budget['eval_episodes']} evaluation episodes "
-        f"per cell (`lerobot-eval`) on seeds {results['eval_seed']}-{last_seed}, "
+        f"per task (`lerobot-eval`) on seeds {results['eval_seed']}-{last_seed}, "
         f"{budget['image_size']}-px images from the cameras {', '.join(results['cameras'])}; device "
         f"{results['device']}. Success with its Wilson 95% interval.",
         "",
@@ -87,10 +113,15 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {cell['steps']} | {_duration(cell['train_wall_s'])} | {cell['steps_in_equal_time']} "
             f"| {cell['successes']}/{cell['episodes']} ({cell['success_rate']:.0%}) | {low:.0%}-{high:.0%} |")
     if results["equal_time"]:
-        times = ", ".join(f"{task} {_duration(entry['seconds'])}" for task, entry in results["equal_time"].items())
-        lines += ["", f"Steps in equal time: the steps each policy had reached when the fastest one of its task "
-                      f"finished training ({times}); LeRobot 0.6.1 has no wall-clock budget, so this is read "
-                      f"off the training logs."]
+        times = ", ".join(f"{group} {_duration(entry['seconds'])}" for group, entry in results["equal_time"].items())
+        lines += ["", f"Steps in equal time: the steps each policy had reached when the fastest one trained on the "
+                      f"same demonstrations finished ({times}); LeRobot 0.6.1 has no wall-clock budget, so this is "
+                      f"read off the training logs."]
+    for group in dict.fromkeys(cell["group"] for cell in results["cells"] if cell["task"] != cell["group"]):
+        lines += ["", f"`{group}`: each policy is trained once, on the demonstrations of all these tasks together, "
+                      f"and evaluated on each; `{group} mean` pools its episodes over them."]
+    if results["anchors"]:
+        lines += ["", results["anchors"]]
     return "\n".join(lines) + "\n"
 
 
@@ -119,7 +150,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     axes.set_ylim(0, 1.12)
     axes.set_ylabel("success rate (Wilson 95%)")
     axes.set_title(f"{results['suite']}: {results['budget']['steps']} steps, "
-                   f"{results['budget']['eval_episodes']} episodes per cell")
+                   f"{results['budget']['eval_episodes']} episodes per task")
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=120)

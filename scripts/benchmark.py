@@ -46,11 +46,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package sits beside scripts/
 
-from benchmarks.budgets import FULL, QUICK  # noqa: E402
+from benchmarks.budgets import QUICK  # noqa: E402
 from benchmarks.harness import RunConfig, run_benchmark  # noqa: E402
 from benchmarks.policy_specs import POLICIES  # noqa: E402
 from benchmarks.report import RESULTS_JSON, RESULTS_MD, RESULTS_PNG  # noqa: E402
-from benchmarks.suites import SUITES  # noqa: E402
+from benchmarks.suites import SUITES, get_suite  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -87,7 +87,7 @@ def _stop_on_sigterm() -> None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    base = QUICK if args.quick else FULL
+    base = QUICK if args.quick else get_suite(args.suite).full_budget
     budget = base.override(demos=args.demos, steps=args.steps, batch_size=args.batch_size,
                            eval_episodes=args.eval_episodes, eval_batch_size=args.eval_batch_size,
                            image_size=args.image_size, episode_length=args.episode_length,
