@@ -59,20 +59,22 @@ def unproject_depth(depth: torch.Tensor, intrinsics: torch.Tensor, extrinsics: t
     N, H, W = depth.shape
     v, u = torch.meshgrid(torch.arange(H, device=depth.device, dtype=depth.dtype),
                           torch.arange(W, device=depth.device, dtype=depth.dtype), indexing="ij")
-    pix = torch.stack([u + 0.5, v + 0.5, torch.ones_like(u)], dim=-1).reshape(1, H * W, 3)
-    rays = pix @ torch.linalg.inv(intrinsics).transpose(1, 2)  # [N, HW, 3]
-    cam = rays * depth.reshape(N, H * W, 1)
-    R, t = extrinsics[:, :, :3], extrinsics[:, :, 3]
-    world = (cam - t[:, None]) @ R  # R^T (x - t), row vectors
-    return world.reshape(N, H, W, 3)
+    # Points are columns ([N, 3, HW]) here and in project_points: a 3x3 matrix times 3 x HW is a
+    # matmul that the BLAS runs about twice as fast as HW x 3 times 3x3.
+    pix = torch.stack([u + 0.5, v + 0.5, torch.ones_like(u)]).reshape(1, 3, H * W)
+    rays = torch.linalg.inv(intrinsics) @ pix  # [N, 3, HW]
+    cam = rays * depth.reshape(N, 1, H * W)
+    R, t = extrinsics[:, :, :3], extrinsics[:, :, 3:]
+    world = R.transpose(1, 2) @ (cam - t)  # R^T (x - t)
+    return world.transpose(1, 2).reshape(N, H, W, 3)
 
 
 def project_points(points: torch.Tensor, intrinsics: torch.Tensor, extrinsics: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """World points `[N, M, 3]` -> pixel coordinates `[N, M, 2]` and camera depth `[N, M]`."""
-    cam = points @ extrinsics[:, :, :3].transpose(1, 2) + extrinsics[:, None, :, 3]
-    z = cam[..., 2]
-    uvw = cam @ intrinsics.transpose(1, 2)
-    return uvw[..., :2] / z.clamp_min(1e-6)[..., None], z
+    cam = extrinsics[:, :, :3] @ points.transpose(1, 2) + extrinsics[:, :, 3:]  # [N, 3, M]
+    z = cam[:, 2]
+    uv = intrinsics[:, :2] @ cam
+    return (uv / z.clamp_min(1e-6)[:, None]).transpose(1, 2), z
 
 
 def reprojection_consistency_loss(depth: torch.Tensor, intrinsics: torch.Tensor, extrinsics: torch.Tensor,

@@ -60,6 +60,14 @@ def build_policy(cfg: TrainConfig, meta: LeRobotDatasetMetadata, device: str) ->
     return policy
 
 
+def build_optimizer(policy: GeoVLAPolicy) -> torch.optim.AdamW:
+    """The config's AdamW preset with torch's fused kernel: one op for all parameters instead of
+    about ten per parameter (the same update up to float rounding)."""
+    preset = policy.config.get_optimizer_preset()
+    return torch.optim.AdamW(policy.get_optim_params(), lr=preset.lr, betas=preset.betas, eps=preset.eps,
+                             weight_decay=preset.weight_decay, fused=True)
+
+
 def delta_indices(policy_cfg: GeoVLAConfig, meta: LeRobotDatasetMetadata) -> dict[str, list[int]]:
     """Frame offsets: history for every observation key, the chunk for the action (LeRobot's
     convention)."""
@@ -109,7 +117,7 @@ def train(
     preprocessor, _ = policy.processors
     dataset = training_dataset(cfg, policy.config, meta)
 
-    optimizer = policy.config.get_optimizer_preset().build(policy.get_optim_params())
+    optimizer = build_optimizer(policy)
     scheduler = policy.config.get_scheduler_preset().build(optimizer, cfg.steps)
     policy, optimizer, scheduler = accelerator.prepare(policy, optimizer, scheduler)
     if checkpoint is not None:

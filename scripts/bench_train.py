@@ -1,7 +1,7 @@
 """Benchmark policy training: samples/s, peak memory and (on a GPU) model FLOPs utilisation.
 
 Prints one JSON object. A training step is the policy's loss on one batch (flow matching plus
-the geometry losses, as on a recorded dataset), backward, gradient clipping and an AdamW step.
+the geometry losses, as on a recorded dataset), backward, gradient clipping and a (fused) AdamW step.
 The batch is synthetic and built once: 3 cameras with a T=2 history at the preset's image size,
 a 4-d state and action, an instruction, and depth/camera ground truth, passed through the
 policy's preprocessor as training data are. Throughput is ``batch * steps / time`` over
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     config = policy.config
     params = policy.get_optim_params()
     optimizer = torch.optim.AdamW(params, lr=config.optimizer_lr, betas=config.optimizer_betas,
-                                  eps=config.optimizer_eps, weight_decay=config.optimizer_weight_decay)
+                                  eps=config.optimizer_eps, weight_decay=config.optimizer_weight_decay, fused=True)
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if args.dtype == "bfloat16"
                 else contextlib.nullcontext())
 

@@ -53,7 +53,7 @@ class ResidualConvUnit(nn.Module):
 
 
 class FeatureFusionBlock(nn.Module):
-    """RefineNet fusion: add the (refined) skip, refine, upsample (to `size` or x2), 1x1 conv."""
+    """RefineNet fusion: add the (refined) skip, refine, 1x1 conv, upsample (to `size` or x2)."""
 
     def __init__(self, features: int, has_residual: bool = True) -> None:
         super().__init__()
@@ -65,8 +65,10 @@ class FeatureFusionBlock(nn.Module):
         if self.resConfUnit1 is not None and skip is not None:
             x = x + self.resConfUnit1(skip)
         x = self.resConfUnit2(x)
-        x = F.interpolate(x, size=size, scale_factor=None if size else 2, mode="bilinear", align_corners=True)
-        return self.out_conv(x)
+        # The 1x1 conv commutes with bilinear upsampling (whose weights sum to 1), so it runs at the
+        # input resolution: the same map as VGGT's upsample-then-conv, up to float rounding.
+        x = self.out_conv(x)
+        return F.interpolate(x, size=size, scale_factor=None if size else 2, mode="bilinear", align_corners=True)
 
 
 class Scratch(nn.Module):
@@ -134,7 +136,9 @@ class DPTHead(nn.Module):
             feats.append(self.resize_layers[i](self._add_pos(self.projects[i](x), gw / gh)))
         out = self.scratch(feats)
         size = (gh * self.patch_size // self.down_ratio, gw * self.patch_size // self.down_ratio)
-        out = self._add_pos(F.interpolate(out, size=size, mode="bilinear", align_corners=True), gw / gh)
+        if out.shape[2:] != size:  # align_corners bilinear to the same size is the identity
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=True)
+        out = self._add_pos(out, gw / gh)
         return out if self.feature_only else self.scratch.output_conv2(out)
 
     def _add_pos(self, x: torch.Tensor, aspect_ratio: float, ratio: float = 0.1) -> torch.Tensor:
@@ -142,7 +146,11 @@ class DPTHead(nn.Module):
         if not self.pos_embed:
             return x
         emb = ratio * uv_position_embedding(x.shape[1], x.shape[2], x.shape[3], aspect_ratio)
-        return x + emb.to(x.device, x.dtype)
+        # In x's memory format: the maps are channels-last (the tokens' layout), and a broadcast
+        # add between NHWC and NCHW operands is much slower than between like layouts.
+        channels_last = x.is_contiguous(memory_format=torch.channels_last)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        return x + emb.to(x.device, x.dtype)[None].contiguous(memory_format=fmt)
 
     def forward(self, agg: AggregatorOutput) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         B, S = agg.layers[self.layers[0]].shape[:2]

@@ -1,14 +1,16 @@
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from policies.modeling_geovla import GeoVLAPolicy
 from policies.checkpoints import latest_checkpoint
+from policies.configuration_geovla import GeoVLAConfig
 from policies.distributed import StepBatchSampler
 from policies.train_config import TrainConfig
-from policies.training import train
+from policies.training import build_optimizer, train
 
 
 def _config(root, output, **overrides):
@@ -91,3 +93,23 @@ def test_the_demo_config_trains_voxel_tokens_on_raw_state_and_actions(dataset_ro
     torch.testing.assert_close(processed["observation.state"], raw_batch["observation.state"])
     torch.testing.assert_close(processed["action"], raw_batch["action"])
     torch.testing.assert_close(post(processed["action"]), raw_batch["action"])
+
+
+def test_optimizer_is_the_presets_adamw_fused():
+    config = GeoVLAConfig(optimizer_lr=1e-2, optimizer_weight_decay=0.1)
+    weights = [torch.randn(5, 3), torch.randn(7)]
+    fused_params = [torch.nn.Parameter(w.clone()) for w in weights]
+    plain_params = [torch.nn.Parameter(w.clone()) for w in weights]
+    policy = SimpleNamespace(config=config, get_optim_params=lambda: fused_params)
+    fused = build_optimizer(policy)
+    plain = config.get_optimizer_preset().build(plain_params)
+    assert fused.defaults["fused"] and {k: fused.defaults[k] for k in ("lr", "betas", "eps", "weight_decay")} == \
+        {k: plain.defaults[k] for k in ("lr", "betas", "eps", "weight_decay")}
+    for _ in range(3):
+        grads = [torch.randn_like(w) for w in weights]
+        for params, optimizer in ((fused_params, fused), (plain_params, plain)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            optimizer.step()
+    for f, p in zip(fused_params, plain_params):
+        torch.testing.assert_close(f, p, rtol=1e-6, atol=1e-7)
