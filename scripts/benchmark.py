@@ -3,18 +3,22 @@
 suite, with the same demonstrations, optimiser-step budget, images, cameras and held-out seeds.
 
 For each task the scripted demonstrations are recorded once (``envs.recording.record_demos``,
-a LeRobotDataset under ``OUT/datasets/``); each (task, policy) cell is trained for the same
-number of steps at the same batch size (its wall-clock and its training curve are kept), then
-evaluated on seeds 100000, 100001, ... (recording uses seeds from 0). ``OUT`` receives
-``results.json`` (every cell: task, policy, steps, train wall-clock, steps reached in the time
-the fastest policy of the task needed, successes, episodes, Wilson 95% interval, evaluation
-seeds), ``results.md`` (the table) and ``success.png`` (the plot). How each policy is built:
+a LeRobotDataset under ``OUT/datasets/``). Each cell (a policy and what it is trained on) is
+trained for the same number of steps at the same batch size (its wall-clock and its training
+curve are kept), then evaluated on seeds 100000, 100001, ... (recording uses seeds from 0).
+``builtin`` trains one policy per task; ``metaworld`` one policy per LeRobot policy on the
+merged demonstrations of all the run's tasks (``mt5``: reach, push, pick-place, drawer-open,
+peg-insert-side by default; ``--tasks`` chooses among the MT10 tasks), evaluated on each task.
+``OUT`` receives ``results.json`` (a row per task and policy: steps, train wall-clock, steps
+reached in the time the fastest policy trained on the same data needed, successes, episodes,
+Wilson 95% interval, evaluation seeds; for a multi-task suite also a pooled mean row),
+``results.md`` (the table) and ``success.png`` (the plot). How each policy is built:
 ``benchmarks/policy_specs.py``.
 
 A stopped run (Ctrl-C, SIGTERM, a crash, a kill) continues where it was when the same command is
-run again: finished cells and recorded datasets are kept (``OUT/state.json``, written
-atomically), a training resumes from its last checkpoint (``lerobot-train --resume``), a
-half-done recording or evaluation is redone.
+run again: finished cells, per-task evaluations and recorded datasets are kept
+(``OUT/state.json``, written atomically), a training resumes from its last checkpoint
+(``lerobot-train --resume``), a half-done recording, merge or evaluation is redone.
 
 ``--quick`` runs the whole pipeline at toy sizes (3 demonstrations, 2 steps, 2 episodes of 8
 steps, 32-px images), as the tests do:
@@ -34,6 +38,14 @@ Start it in the background:
         --eval-episodes 100 > outputs/benchmark_builtin.log 2>&1 &
 
 (these are the defaults without ``--quick``; rerun the same command to continue a stopped run).
+
+The full MetaWorld run (``benchmarks.budgets.METAWORLD_FULL``): 100 demonstrations of each of the
+5 tasks from MetaWorld's scripted experts (64-px images from corner2, topview and gripperPOV,
+about 25-70 ms a frame to record), one policy per LeRobot policy trained 2000 steps at batch 16
+on all 500, 50 episodes of at most 200 steps per task:
+
+    nohup nice -n 10 env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 MUJOCO_GL=egl .venv/bin/python scripts/benchmark.py \\
+        --suite metaworld --out outputs/benchmark_metaworld > outputs/benchmark_metaworld.log 2>&1 &
 """
 
 from __future__ import annotations
