@@ -68,18 +68,14 @@ class GeometryModel(nn.Module):
         (per-step cameras, see `CameraHead`)."""
         static = (self.config.static_cameras if static_cameras is None else static_cameras) and not agg.legacy
         static = static and camera_caches is None
-        B = agg.layers[max(agg.layers)].shape[0]
-        T, V = agg.num_times, agg.num_views
-        frames = (B, T) if agg.legacy else (B, T, V)
-        poses = self.camera_head(agg, static=static, caches=camera_caches)
-        if agg.legacy:
-            poses = [p.reshape(B, T, -1) for p in poses]
-        depth, depth_conf = self.depth_head(agg)
+        poses = self.predict_cameras(agg, static, camera_caches)
+        depth, depth_conf = self.predict_depth(agg)
+        frames = depth.shape[:-2]
         out = {
             "pose_enc": poses[-1],
             "pose_enc_list": poses,
-            "depth": depth.reshape(*frames, *depth.shape[2:4]),
-            "depth_conf": depth_conf.reshape(*frames, *depth_conf.shape[2:]),
+            "depth": depth,
+            "depth_conf": depth_conf,
             "mask_logits": agg.mask_logits,
         }
         if self.point_head is not None:
@@ -87,3 +83,20 @@ class GeometryModel(nn.Module):
             out["world_points"] = points.reshape(*frames, *points.shape[2:])
             out["world_points_conf"] = points_conf.reshape(*frames, *points_conf.shape[2:])
         return out
+
+    def predict_cameras(self, agg: AggregatorOutput, static: bool = False,
+                        camera_caches: list[KVCache] | None = None) -> list[torch.Tensor]:
+        """The camera head's pose encodings, one per refinement iteration: ``[B, V, 9]`` static,
+        ``[B, T, V, 9]`` per frame, ``[B, S, 9]`` for legacy input."""
+        poses = self.camera_head(agg, static=static, caches=camera_caches)
+        if agg.legacy:
+            B = agg.layers[max(agg.layers)].shape[0]
+            poses = [p.reshape(B, agg.num_times, -1) for p in poses]
+        return poses
+
+    def predict_depth(self, agg: AggregatorOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Depth and its confidence ``[B, T, V, H, W]`` (legacy input: ``[B, S, H, W]``)."""
+        B = agg.layers[max(agg.layers)].shape[0]
+        frames = (B, agg.num_times) if agg.legacy else (B, agg.num_times, agg.num_views)
+        depth, depth_conf = self.depth_head(agg)
+        return depth.reshape(*frames, *depth.shape[2:4]), depth_conf.reshape(*frames, *depth_conf.shape[2:])

@@ -18,6 +18,8 @@ PRESETS = ("tiny", "small", "full")
 GEOMETRY_KEY_PREFIXES = ("observation.depth.", "observation.intrinsics.", "observation.extrinsics.")
 FREEZE_OPTIONS = ("none", "vision", "llm", "vision_and_llm")
 SPATIAL_TOKENS = ("patch", "voxel")
+DEPTH_SOURCES = ("sensor", "predicted")
+CAMERA_SOURCES = ("given", "predicted")
 INSTRUCTION_TRUNCATION = ("warn", "error")
 
 
@@ -69,6 +71,14 @@ class GeoVLAConfig(PreTrainedConfig):
             world axes. On a camera that rides on the gripper a token then says where a surface
             is relative to the gripper, which is the direction a reaching action takes, and
             stays true past the target. The camera must be present in every observation.
+        depth_source: the depth the ``voxel`` tokens lift pixels with. ``sensor``: the
+            observation's (``observation.depth.<camera>``, an RGB-D camera). ``predicted``: the
+            geometry model's depth head on the current frame (metric, as it is trained on
+            recorded metric depth through ``geometry_loss_weight`` or loaded pretrained), so
+            that plain RGB cameras suffice.
+        camera_source: the cameras the ``voxel`` tokens lift pixels with. ``given``: the
+            observation's intrinsics and extrinsics. ``predicted``: the geometry model's camera
+            head (trained on the recorded cameras, in their world frame).
         geometry_loss_weight: weight of the geometry losses (camera, depth) added to the flow
             matching loss when a batch carries depth and camera ground truth; 0 skips the heads.
         use_state: give the expert a state token.
@@ -115,6 +125,8 @@ class GeoVLAConfig(PreTrainedConfig):
     voxel_target: int = 256
     voxel_workspace: tuple[float, float, float, float, float, float] = (-0.3, -0.3, -0.02, 0.3, 0.3, 0.3)
     voxel_origin: str | None = None
+    depth_source: str = "sensor"
+    camera_source: str = "given"
     geometry_loss_weight: float = 0.1
     use_state: bool = True
     max_state_dim: int = 8
@@ -172,6 +184,12 @@ class GeoVLAConfig(PreTrainedConfig):
             raise ValueError("spatial_tokens='voxel' needs use_geometry=True (voxel features come from the aggregator)")
         if self.voxel_origin is not None and self.spatial_tokens != "voxel":
             raise ValueError(f"voxel_origin={self.voxel_origin!r} needs spatial_tokens='voxel'")
+        for name, choices in (("depth_source", DEPTH_SOURCES), ("camera_source", CAMERA_SOURCES)):
+            value = getattr(self, name)
+            if value not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+            if value == "predicted" and self.spatial_tokens != "voxel":
+                raise ValueError(f"{name}='predicted' feeds the voxel tokens; it needs spatial_tokens='voxel'")
         self.voxel_workspace = workspace_box(self.voxel_workspace, "voxel_workspace")
         if self.instruction_truncation not in INSTRUCTION_TRUNCATION:
             raise ValueError(
@@ -218,7 +236,7 @@ class GeoVLAConfig(PreTrainedConfig):
         Depth and camera parameters (``observation.depth.*``, ``.intrinsics.*``, ``.extrinsics.*``)
         are dropped from ``input_features`` so that they are never normalised: they are
         supervision of the geometry heads, and with ``spatial_tokens="voxel"`` an input that
-        the policy checks for itself (``needs_depth``).
+        the policy checks for itself (``scene_fields``).
         """
         self.input_features = {
             key: ft for key, ft in self.input_features.items() if not key.startswith(GEOMETRY_KEY_PREFIXES)
@@ -255,9 +273,14 @@ class GeoVLAConfig(PreTrainedConfig):
         return names.index(name)
 
     @property
-    def needs_depth(self) -> bool:
-        """Whether observations must carry depth, intrinsics and extrinsics per camera."""
-        return self.use_geometry and self.spatial_tokens == "voxel"
+    def scene_fields(self) -> tuple[str, ...]:
+        """The per-camera fields besides the image an observation must carry (``depth``,
+        ``intrinsics``, ``extrinsics``): those the voxel tokens take from the observation rather
+        than from the geometry heads. Empty: plain RGB cameras suffice."""
+        if not (self.use_geometry and self.spatial_tokens == "voxel"):
+            return ()
+        fields = ("depth",) if self.depth_source == "sensor" else ()
+        return fields + (("intrinsics", "extrinsics") if self.camera_source == "given" else ())
 
     @property
     def camera_keys(self) -> list[str]:

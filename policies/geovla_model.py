@@ -10,9 +10,10 @@ from dataclasses import replace
 import torch
 from torch import Tensor, nn
 
+from geometry.aggregator import AggregatorOutput
 from geometry.losses import geometry_loss
 from geometry.model import GeometryModel
-from geometry.pose import extri_intri_to_pose_encoding
+from geometry.pose import extri_intri_to_pose_encoding, pose_encoding_to_extri_intri
 from policies.configuration_geovla import GeoVLAConfig
 from policies.presets import sub_configs
 from policies.spatial_tokens import SpatialTokens
@@ -62,8 +63,10 @@ class GeoVLAModel(nn.Module):
         self.geometry = GeometryModel(subs.geometry) if subs.geometry is not None else None
         self.spatial = self.voxels = None
         if self.geometry is not None and config.spatial_tokens == "voxel":
+            predicted = "predicted" in (config.depth_source, config.camera_source)
             self.voxels = VoxelSpatialTokens(2 * subs.geometry.embed_dim, llm_dim, config.voxel_target,
-                                             config.voxel_workspace, origin_camera=config.voxel_origin_index)
+                                             config.voxel_workspace, origin_camera=config.voxel_origin_index,
+                                             allow_empty=predicted)
         elif self.geometry is not None:
             self.spatial = SpatialTokens(2 * subs.geometry.embed_dim, llm_dim, config.spatial_pool)
         self.num_visual_tokens = len(config.camera_keys) * subs.backbone.num_agg_tokens
@@ -82,9 +85,10 @@ class GeoVLAModel(nn.Module):
 
     def embed_prefix(
         self, images: Tensor, camera_mask: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
-        scene: dict[str, Tensor] | None = None,
-    ) -> tuple[Prefix, object | None]:
-        """The LLM prefix ``[visual | spatial | instruction]`` and the aggregator output (or None)."""
+        scene: dict[str, Tensor] | None = None, with_heads: bool = False,
+    ) -> tuple[Prefix, object | None, dict[str, Tensor] | None]:
+        """The LLM prefix ``[visual | spatial | instruction]``, the aggregator output (or None) and,
+        ``with_heads``, the geometry heads' predictions on every frame (else None)."""
         B, T, V = images.shape[:3]
         images = images.to(self.dtype)
         embeddings = self.action_model.fusion.llm.get_input_embeddings()
@@ -92,14 +96,14 @@ class GeoVLAModel(nn.Module):
         current = images[:, -1]  # [B, V, 3, H, W]
         visual = self.backbone.forward_streams(current, current, language, camera_mask)
 
-        spatial = spatial_mask = agg = None
+        spatial = spatial_mask = agg = heads = None
         if self.geometry is not None:
             agg = self.geometry.aggregator(self._geometry_images(images, camera_mask))
+            heads = self.geometry.heads(agg, static_cameras=False) if with_heads else None
             if self.voxels is None:
                 spatial, spatial_mask = self.spatial(agg, camera_mask)
-            elif scene is None:
-                raise ValueError("voxel spatial tokens need the scene's depth, intrinsics and extrinsics")
             else:
+                scene = self.complete_scene(agg, scene, heads, tuple(images.shape[-2:]))
                 spatial, spatial_mask = self.voxels(agg, current, scene["depth"], scene["intrinsics"],
                                                     scene["extrinsics"], camera_mask)
 
@@ -115,7 +119,26 @@ class GeoVLAModel(nn.Module):
         prefix = self.action_model.embed_prefix(
             input_ids, attention, visual.tokens, visual.token_mask, spatial, spatial_mask
         )
-        return prefix, agg
+        return prefix, agg, heads
+
+    def complete_scene(self, agg: AggregatorOutput, scene: dict[str, Tensor] | None,
+                       heads: dict[str, Tensor] | None, image_hw: tuple[int, int]) -> dict[str, Tensor]:
+        """The current frame's depth ``[B, V, H, W]``, intrinsics ``[B, V, 3, 3]`` and extrinsics
+        ``[B, V, 3, 4]`` for the voxel tokens: the observation's ``scene`` where the config takes
+        them from it, else the geometry heads' (``heads`` when they were run, detached: the
+        voxels read the geometry, the flow loss does not train it)."""
+        scene = dict(scene or {})
+        if self.config.depth_source == "predicted":
+            depth = heads["depth"] if heads is not None else self.geometry.predict_depth(agg)[0]
+            scene["depth"] = depth[:, -1].detach().float()
+        if self.config.camera_source == "predicted":
+            poses = heads["pose_enc"] if heads is not None else self.geometry.predict_cameras(agg)[-1]
+            scene["extrinsics"], scene["intrinsics"] = pose_encoding_to_extri_intri(poses[:, -1].detach().float(),
+                                                                                   image_hw)
+        missing = [name for name in ("depth", "intrinsics", "extrinsics") if name not in scene]
+        if missing:
+            raise ValueError(f"voxel spatial tokens need the current frame's {missing} (config.scene_fields)")
+        return scene
 
     def compute_loss(
         self,
@@ -130,12 +153,13 @@ class GeoVLAModel(nn.Module):
         scene: dict[str, Tensor] | None = None,
     ) -> dict[str, Tensor]:
         """``{"loss", "flow_matching_loss"[, "geometry_loss", "geometry_<term>"...]}``."""
-        prefix, agg = self.embed_prefix(images, camera_mask, instruction_ids, instruction_mask, scene)
+        weight = self.config.geometry_loss_weight
+        supervised = self.geometry is not None and geometry_targets is not None and weight > 0
+        prefix, _, predictions = self.embed_prefix(images, camera_mask, instruction_ids, instruction_mask, scene,
+                                                   with_heads=supervised)
         losses = self.action_model.compute_loss(prefix, actions, state, action_is_pad)
         losses.pop("loss_per_sample")
-        weight = self.config.geometry_loss_weight
-        if agg is not None and geometry_targets is not None and weight > 0:
-            predictions = self.geometry.heads(agg, static_cameras=False)
+        if supervised:
             terms = geometry_loss(predictions, geometry_targets, images, self.geometry.config.patch_size,
                                   log_depth=True)
             losses["geometry_loss"] = terms.pop("total")
@@ -231,7 +255,7 @@ class GeoVLAModel(nn.Module):
     def _sample(self, images: Tensor, camera_mask: Tensor, instruction_ids: Tensor, instruction_mask: Tensor,
                 state: Tensor | None, noise: Tensor | None, num_steps: int | None,
                 scene: dict[str, Tensor] | None, guide: Guide | None = None) -> Tensor:
-        prefix, _ = self.embed_prefix(images, camera_mask, instruction_ids, instruction_mask, scene)
+        prefix, _, _ = self.embed_prefix(images, camera_mask, instruction_ids, instruction_mask, scene)
         return self.action_model.sample_actions(
             prefix, state, num_steps=num_steps or self.config.num_flow_steps, noise=noise,
             action_dim=self.config.action_dim, guide=guide,

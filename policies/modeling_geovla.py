@@ -25,7 +25,7 @@ from lerobot.utils.constants import (
 from policies.configuration_geovla import GeoVLAConfig
 from policies.geovla_model import GeoVLAModel, geometry_targets
 from policies.policy_files import DIRECTORY_LAYOUT, check_policy_directory, is_local, load_processors
-from policies.robot_observation import CAMERA_MASK_KEY, robot_observation_to_batch
+from policies.robot_observation import CAMERA_FIELDS, CAMERA_MASK_KEY, robot_observation_to_batch
 from policies.rtc_guidance import rtc_guide
 from vla.flow_matching import Guide
 
@@ -214,7 +214,7 @@ class GeoVLAPolicy(PreTrainedPolicy):
         height, width = self.config.image_features[self.config.camera_keys[0]].shape[1:]
         batch, batched = robot_observation_to_batch(
             observation, self.config.camera_keys, self.config.state_dim, (height, width),
-            self.config.allow_missing_cameras, self.config.needs_depth,
+            self.config.allow_missing_cameras, self.config.scene_fields,
         )
         return self.processors[0](batch), batched
 
@@ -343,7 +343,7 @@ class GeoVLAPolicy(PreTrainedPolicy):
         """Depth/camera ground truth ``[B, T, V, ...]`` when the batch has it for every camera."""
         if self.config.geometry_loss_weight == 0 or self.model.geometry is None:
             return None
-        fields, _ = self._camera_fields(batch, images)
+        fields, _ = self._camera_fields(batch, images, tuple(CAMERA_FIELDS))
         if fields is None:
             return None
         for name, value in fields.items():
@@ -352,29 +352,34 @@ class GeoVLAPolicy(PreTrainedPolicy):
         return geometry_targets(fields["depth"], fields["intrinsics"], fields["extrinsics"])
 
     def _scene(self, batch: dict[str, Any], images: Tensor) -> dict[str, Tensor] | None:
-        """The last time step's depth and cameras ``[B, V, ...]`` for voxel spatial tokens (else None)."""
-        if not self.config.needs_depth:
+        """The last time step's observed ``config.scene_fields`` ``[B, V, ...]`` for voxel spatial
+        tokens (None without voxel tokens; the geometry heads supply the fields not observed)."""
+        if not (self.config.use_geometry and self.config.spatial_tokens == "voxel"):
             return None
-        fields, missing = self._camera_fields(batch, images)
+        required = self.config.scene_fields
+        fields, missing = self._camera_fields(batch, images, required)
         if fields is None:
             raise ValueError(
-                f"spatial_tokens='voxel' needs depth, intrinsics and extrinsics for every camera; the batch "
-                f"lacks {missing} (robots: pass observation['depth'|'intrinsics'|'extrinsics'] per camera)"
+                f"spatial_tokens='voxel' with depth_source={self.config.depth_source!r} and camera_source="
+                f"{self.config.camera_source!r} needs {list(required)} for every camera; the batch lacks {missing} "
+                f"(robots: pass observation[{'|'.join(repr(name) for name in required)}] per camera)"
             )
         return {name: value[:, -1] for name, value in fields.items()}
 
-    def _camera_fields(self, batch: dict[str, Any], images: Tensor) -> tuple[dict[str, Tensor] | None, list[str]]:
-        """``{"depth": [B, T, V, H, W], "intrinsics": [B, T, V, 3, 3], "extrinsics": [B, T, V, 3, 4]}``
-        (T = 1 for single frames), or None and the missing keys."""
+    def _camera_fields(self, batch: dict[str, Any], images: Tensor,
+                       names: tuple[str, ...]) -> tuple[dict[str, Tensor] | None, list[str]]:
+        """The batch's ``{"depth": [B, T, V, H, W], "intrinsics": [B, T, V, 3, 3], "extrinsics":
+        [B, T, V, 3, 4]}`` restricted to ``names`` (T = 1 for single frames), or None and the
+        missing keys."""
         cameras = [key.removeprefix("observation.images.") for key in self.config.camera_keys]
-        keys = {name: [f"observation.{name}.{cam}" for cam in cameras] for name in ("depth", "intrinsics", "extrinsics")}
+        keys = {name: [f"observation.{name}.{cam}" for cam in cameras] for name in names}
         missing = [k for names in keys.values() for k in names if k not in batch]
         if missing:
             return None, missing
         # [B, ...] or [B, T, ...]; depth and cameras both have rank 3 without the time axis.
         fields = {name: torch.stack([batch[k] if batch[k].dim() == 4 else batch[k].unsqueeze(1) for k in names], dim=2)
                   for name, names in keys.items()}
-        if fields["depth"].shape[-2:] != images.shape[-2:]:
+        if "depth" in fields and fields["depth"].shape[-2:] != images.shape[-2:]:
             raise ValueError(
                 f"depth is {tuple(fields['depth'].shape[-2:])} but the model runs at {tuple(images.shape[-2:])}; "
                 f"record the dataset (or render the depth) at image_size={self.config.image_size}"

@@ -4,9 +4,9 @@ An observation is ``{"images": {camera: image}, "state": vector, "instruction": 
 uint8 ``[H, W, 3]`` (numpy or tensor) or float ``[3, H, W]`` in [0, 1]; numpy arrays may have any
 strides (``img[..., ::-1]``) and byte order. With a leading batch dimension everything is batched
 (``instruction`` then a str or a list of B str). A policy with
-voxel spatial tokens also needs, per camera, ``"depth"`` ``{camera: [H, W]}`` (metres along the
-optical axis), ``"intrinsics"`` ``{camera: [3, 3]}`` and ``"extrinsics"`` ``{camera: [3, 4]}``
-(OpenCV camera-from-world).
+voxel spatial tokens also needs, per camera, the fields of its ``config.scene_fields`` out of
+``"depth"`` ``{camera: [H, W]}`` (metres along the optical axis), ``"intrinsics"``
+``{camera: [3, 3]}`` and ``"extrinsics"`` ``{camera: [3, 4]}`` (OpenCV camera-from-world).
 """
 
 from __future__ import annotations
@@ -29,15 +29,19 @@ def robot_observation_to_batch(
     state_dim: int | None,
     image_size: tuple[int, int],
     allow_missing_cameras: bool,
-    needs_depth: bool = False,
+    scene_fields: tuple[str, ...] = (),
 ) -> tuple[dict[str, Any], bool]:
     """A LeRobot batch (``observation.images.<cam>`` float ``[B, 3, H, W]``, ``observation.state``
-    ``[B, D]``, ``task`` list of B str, ``observation.camera_mask`` ``[B, V]``; with
-    ``needs_depth`` also ``observation.{depth,intrinsics,extrinsics}.<cam>``) and whether the
-    input was batched. Raises ``ValueError`` naming the offending key, shape, dtype or value."""
+    ``[B, D]``, ``task`` list of B str, ``observation.camera_mask`` ``[B, V]``; for each field
+    of ``scene_fields`` (``depth``, ``intrinsics``, ``extrinsics``) also
+    ``observation.<field>.<cam>``) and whether the input was batched. Raises ``ValueError``
+    naming the offending key, shape, dtype or value."""
+    unknown_fields = sorted(set(scene_fields) - set(CAMERA_FIELDS))
+    if unknown_fields:
+        raise ValueError(f"scene_fields {unknown_fields} are not among {tuple(CAMERA_FIELDS)}")
     if not isinstance(observation, dict):
         raise ValueError(f"observation must be a dict with keys {REQUIRED_KEYS}, got {type(observation).__name__}")
-    required = REQUIRED_KEYS + (tuple(CAMERA_FIELDS) if needs_depth else ())
+    required = REQUIRED_KEYS + tuple(scene_fields)
     missing = [k for k in required if k not in observation and not (k == "state" and state_dim is None)]
     if missing:
         raise ValueError(f"observation is missing {missing}; it needs {required}")
@@ -73,8 +77,7 @@ def robot_observation_to_batch(
             present[:, index] = False
         batch[key] = image
     batch[CAMERA_MASK_KEY] = present
-    if needs_depth:
-        batch.update(_camera_fields(observation, names, present, image_size, batched))
+    batch.update(_camera_fields(observation, scene_fields, names, present, image_size, batched))
 
     if state_dim is not None:
         batch[OBS_STATE] = _state_tensor(observation["state"], state_dim, batch_size, batched)
@@ -131,14 +134,14 @@ def _image_tensor(name: str, image: Any, size: tuple[int, int]) -> torch.Tensor:
     return tensor
 
 
-def _camera_fields(observation: dict[str, Any], names: dict[str, str], present: torch.Tensor,
-                   image_size: tuple[int, int], batched: bool) -> dict[str, torch.Tensor]:
-    """``observation.{depth,intrinsics,extrinsics}.<cam>`` float tensors with a batch axis. A
+def _camera_fields(observation: dict[str, Any], fields: tuple[str, ...], names: dict[str, str],
+                   present: torch.Tensor, image_size: tuple[int, int], batched: bool) -> dict[str, torch.Tensor]:
+    """``observation.<field>.<cam>`` float tensors with a batch axis for each of ``fields``. A
     missing camera gets zero depth and identity cameras (its pixels are masked out anyway)."""
     out = {}
     batch_size = present.shape[0]
-    for field, shape in CAMERA_FIELDS.items():
-        values = observation[field]
+    for field in fields:
+        shape, values = CAMERA_FIELDS[field], observation[field]
         if not isinstance(values, dict):
             raise ValueError(f"observation[{field!r}] must be a dict {{camera: array}}, got {type(values).__name__}")
         shape = shape or image_size

@@ -43,8 +43,8 @@ def env_factory(policy: GeoVLAPolicy, env: str, task: str | None) -> tuple[Calla
     if env == "builtin":
         task = task or "reach"
         return (lambda: gym.make(envs.TABLETOP_ID, task=task, image_size=(height, width), cameras=cameras,
-                                 geometry=config.needs_depth)), task
-    if config.needs_depth:
+                                 geometry=bool(config.scene_fields))), task
+    if config.scene_fields:
         raise ValueError(f"the policy needs depth and cameras (spatial_tokens='voxel'), which the {env} env does not give")
     if env == "pusht":
         if height != width:
@@ -230,7 +230,7 @@ def _run_wave(
     while not all(r["done"] for r in records):
         batch, _ = robot_observation_to_batch(
             _stack(observations, records, cameras), config.camera_keys, config.state_dim, (height, width),
-            config.allow_missing_cameras, config.needs_depth,
+            config.allow_missing_cameras, config.scene_fields,
         )
         step_noise = torch.randn(len(envs), config.chunk_size, config.max_action_dim, generator=noise)
         with torch.no_grad():

@@ -39,14 +39,19 @@ class VoxelSpatialTokens(nn.Module):
     The voxelization and positions are computed in float32 whatever the weights' dtype; the
     three embeddings run in the weights' dtype (bfloat16 inference).
 
+    A sample none of whose pixels lands in the workspace raises ValueError (wrong depth units,
+    cameras or box), or with ``allow_empty`` gets no token: depth and cameras predicted by a
+    geometry model still learning can put every pixel elsewhere.
+
     Output ``[B, N, D_llm]`` with a mask ``[B, N]`` (False on padding), N the largest voxel count
     of the batch.
     """
 
     def __init__(self, aggregator_dim: int, llm_dim: int, target_voxels: int,
                  workspace: tuple[float, float, float, float, float, float], frequencies: int = 6,
-                 origin_camera: int | None = None) -> None:
+                 origin_camera: int | None = None, allow_empty: bool = False) -> None:
         super().__init__()
+        self.allow_empty = allow_empty
         self.workspace = workspace_box(workspace)  # not a buffer: it stays float32 under .to(dtype)
         self.voxel_config = VoxelConfig(target_voxels=target_voxels, voxel_size_mode="count")
         self.frequencies = frequencies
@@ -102,4 +107,4 @@ class VoxelSpatialTokens(nn.Module):
         pixel_mask = camera_mask[:, None, :, None, None].expand(-1, 1, -1, *depth.shape[-2:])
         return voxelize_pixels(features[:, None], grid, depth[:, None], intrinsics[:, None], extrinsics[:, None],
                                self.voxel_config, pixel_mask=pixel_mask, images=images[:, None],
-                               bounds=self.bounds(depth.device))
+                               bounds=self.bounds(depth.device), allow_empty=self.allow_empty)

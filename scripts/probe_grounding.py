@@ -43,7 +43,7 @@ def probe_grounding(policy: Any, scenes: int, seed: int, samples: int = 4, actio
     """
     cameras = tuple(key.removeprefix("observation.images.") for key in policy.config.camera_keys)
     env = gym.make(envs.TABLETOP_ID, task="reach", image_size=policy.config.image_size, cameras=cameras,
-                   geometry=getattr(policy.config, "needs_depth", False))
+                   geometry=bool(getattr(policy.config, "scene_fields", ())))
     scene = env.unwrapped
     cosines, hits, chance = [], 0, []
     try:

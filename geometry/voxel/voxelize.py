@@ -88,13 +88,15 @@ def voxelize_pixels(features: torch.Tensor, grid: tuple[int, int], depth: torch.
                     extrinsics: torch.Tensor, config: VoxelConfig, confidence: torch.Tensor | None = None,
                     pixel_mask: torch.Tensor | None = None, images: torch.Tensor | None = None,
                     static_mask: torch.Tensor | None = None,
-                    bounds: tuple[torch.Tensor, torch.Tensor] | None = None) -> VoxelGrid:
+                    bounds: tuple[torch.Tensor, torch.Tensor] | None = None, allow_empty: bool = False) -> VoxelGrid:
     """Back-project pixels, assign them to voxels of a clip-wide size and scatter (no tokens yet).
 
     features `[B, T, V, P, C_in]` on a `grid` of patches; depth, confidence, pixel_mask, static_mask
     `[B, T, V, H, W]`; intrinsics `[B, T, V, 3, 3]`; extrinsics `[B, T, V, 3, 4]`; images
     `[B, T, V, 3, H, W]`; bounds `(low [3], high [3])`: world box outside which points are
-    dropped. Returns a :class:`VoxelGrid` whose `tokens` is None.
+    dropped. A sample without any valid pixel raises ValueError, or with `allow_empty` gets no
+    voxel (all of its `valid` False; its voxel size is then 1). Returns a :class:`VoxelGrid` whose
+    `tokens` is None.
     """
     B, T, V, P, C = features.shape
     H, W = depth.shape[-2:]
@@ -124,7 +126,8 @@ def voxelize_pixels(features: torch.Tensor, grid: tuple[int, int], depth: torch.
     static = None if static_mask is None else static_mask[..., ::s, ::s].reshape(B, T, V, -1).float()
     patch = pixel_patch_index(H, W, grid, s, depth.device)
     sizes = [clip_voxel_size(points[b].flatten(1, 2), valid[b].flatten(1, 2), config.target_voxels,
-                             config.voxel_size_mode) for b in range(B)]
+                             config.voxel_size_mode) if not allow_empty or bool(valid[b].any()) else 1.0
+             for b in range(B)]
     per_step = [_scatter_step(features[b, t], patch, points[b, t], valid[b, t], conf[b, t], rgb[b, t],
                               None if static is None else static[b, t], sizes[b])
                 for b in range(B) for t in range(T)]

@@ -150,7 +150,7 @@ def test_voxel_policy_trains_and_its_loss_reaches_the_voxel_tokens(voxel_policy,
     assert all(g is not None and g.abs().sum() > 0 for g in grads)
     voxel_policy.zero_grad()
     missing = {k: v for k, v in batch.items() if not k.startswith("observation.depth.")}
-    with pytest.raises(ValueError, match=r"spatial_tokens='voxel' needs depth.*observation\.depth\.front"):
+    with pytest.raises(ValueError, match=r"spatial_tokens='voxel' with depth_source='sensor'.* needs \['depth'.*lacks .*observation\.depth\.front"):
         voxel_policy.forward(missing)
 
 
@@ -215,3 +215,16 @@ def test_rollouts_give_a_voxel_policy_depth_and_cameras(voxel_policy):
     assert task == "reach" and results["episodes"] == 2
     with pytest.raises(ValueError, match="needs depth and cameras"):
         env_factory(voxel_policy, "pusht", None)
+
+
+def test_allow_empty_gives_a_sample_without_workspace_pixels_no_token(scene):
+    inputs, _ = scene
+    module = VoxelSpatialTokens(32, 16, target_voxels=64, workspace=WORKSPACE, allow_empty=True)
+    batch = {name: torch.cat([value, value]) for name, value in inputs.items()}
+    batch["depth"] = torch.stack([inputs["depth"][0], torch.full_like(inputs["depth"][0], 50.0)])  # far behind the box
+    agg = AggregatorOutput(layers={5: torch.cat([_features().layers[5]] * 2)}, patch_start_idx=5, num_times=2,
+                           num_views=len(CAMERAS), legacy=False, grid=(4, 4), mask_logits=None)
+    tokens, valid = _tokens(module, batch, agg=agg, camera_mask=torch.ones(2, len(CAMERAS), dtype=torch.bool))
+    alone, alone_valid = _tokens(module, inputs)
+    assert not valid[1].any() and (tokens[1] == 0).all()
+    torch.testing.assert_close(tokens[0, :alone.shape[1]][alone_valid[0]], alone[0][alone_valid[0]])
