@@ -12,6 +12,7 @@ from lerobot.optim.schedulers import CosineDecayWithWarmupSchedulerConfig
 from lerobot.policies.rtc.configuration_rtc import RTCConfig
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE
 
+from vla.backbone.config import ROUTER_MODES
 from vla.tokenizer import TOKENIZERS
 
 PRESETS = ("tiny", "small", "full")
@@ -79,8 +80,15 @@ class GeoVLAConfig(PreTrainedConfig):
         camera_source: the cameras the ``voxel`` tokens lift pixels with. ``given``: the
             observation's intrinsics and extrinsics. ``predicted``: the geometry model's camera
             head (trained on the recorded cameras, in their world frame).
+        voxel_features: the ``voxel`` tokens carry the aggregator's patch features. False: only
+            their position and colour, and the aggregator does not run at all unless predicted
+            depth or cameras or ``geometry_loss_weight`` need it (the lifted sensor alone).
         geometry_loss_weight: weight of the geometry losses (camera, depth) added to the flow
             matching loss when a batch carries depth and camera ground truth; 0 skips the heads.
+        film: language modulates both ViTs (FiLM). False keeps every FiLM at its zero
+            initialisation, the identity, and out of training.
+        router: how the SigLIP and DINOv2 streams combine: ``moe`` (weights from the
+            instruction) or ``add`` (their sum).
         use_state: give the expert a state token.
         max_state_dim / max_action_dim: padded widths of state and action (real dims lead).
         num_flow_steps: Euler steps of the flow-matching sampler at inference.
@@ -127,7 +135,10 @@ class GeoVLAConfig(PreTrainedConfig):
     voxel_origin: str | None = None
     depth_source: str = "sensor"
     camera_source: str = "given"
+    voxel_features: bool = True
     geometry_loss_weight: float = 0.1
+    film: bool = True
+    router: str = "moe"
     use_state: bool = True
     max_state_dim: int = 8
     max_action_dim: int = 8
@@ -190,6 +201,10 @@ class GeoVLAConfig(PreTrainedConfig):
                 raise ValueError(f"{name} must be one of {choices}, got {value!r}")
             if value == "predicted" and self.spatial_tokens != "voxel":
                 raise ValueError(f"{name}='predicted' feeds the voxel tokens; it needs spatial_tokens='voxel'")
+        if not self.voxel_features and self.spatial_tokens != "voxel":
+            raise ValueError("voxel_features=False describes voxel tokens; it needs spatial_tokens='voxel'")
+        if self.router not in ROUTER_MODES:
+            raise ValueError(f"router must be one of {ROUTER_MODES}, got {self.router!r}")
         self.voxel_workspace = workspace_box(self.voxel_workspace, "voxel_workspace")
         if self.instruction_truncation not in INSTRUCTION_TRUNCATION:
             raise ValueError(
@@ -271,6 +286,16 @@ class GeoVLAConfig(PreTrainedConfig):
         if name not in names:
             raise ValueError(f"voxel_origin {camera!r} is not one of the cameras {names}")
         return names.index(name)
+
+    @property
+    def runs_aggregator(self) -> bool:
+        """Whether the geometry model is built and run: for its tokens' features, for predicted
+        depth or cameras, or for the geometry loss."""
+        if not self.use_geometry:
+            return False
+        predicted = "predicted" in (self.depth_source, self.camera_source)
+        return (self.spatial_tokens == "patch" or self.voxel_features or predicted
+                or self.geometry_loss_weight > 0)
 
     @property
     def scene_fields(self) -> tuple[str, ...]:

@@ -62,9 +62,10 @@ class GeoVLAModel(nn.Module):
         self.backbone = FiLMDualBackbone(replace(subs.backbone, llm_dim=llm_dim))
         self.geometry = GeometryModel(subs.geometry) if subs.geometry is not None else None
         self.spatial = self.voxels = None
-        if self.geometry is not None and config.spatial_tokens == "voxel":
+        if config.use_geometry and config.spatial_tokens == "voxel":
             predicted = "predicted" in (config.depth_source, config.camera_source)
-            self.voxels = VoxelSpatialTokens(2 * subs.geometry.embed_dim, llm_dim, config.voxel_target,
+            feature_dim = 2 * subs.geometry.embed_dim if config.voxel_features else None
+            self.voxels = VoxelSpatialTokens(feature_dim, llm_dim, config.voxel_target,
                                              config.voxel_workspace, origin_camera=config.voxel_origin_index,
                                              allow_empty=predicted)
         elif self.geometry is not None:
@@ -100,12 +101,12 @@ class GeoVLAModel(nn.Module):
         if self.geometry is not None:
             agg = self.geometry.aggregator(self._geometry_images(images, camera_mask))
             heads = self.geometry.heads(agg, static_cameras=False) if with_heads else None
-            if self.voxels is None:
-                spatial, spatial_mask = self.spatial(agg, camera_mask)
-            else:
-                scene = self.complete_scene(agg, scene, heads, tuple(images.shape[-2:]))
-                spatial, spatial_mask = self.voxels(agg, current, scene["depth"], scene["intrinsics"],
-                                                    scene["extrinsics"], camera_mask)
+        if self.voxels is not None:
+            scene = self.complete_scene(agg, scene, heads, tuple(images.shape[-2:]))
+            spatial, spatial_mask = self.voxels(agg if self.config.voxel_features else None, current,
+                                                scene["depth"], scene["intrinsics"], scene["extrinsics"], camera_mask)
+        elif self.spatial is not None:
+            spatial, spatial_mask = self.spatial(agg, camera_mask)
 
         # [<image> x visual | <spatial> x spatial | instruction]: the placeholders are explicit, so
         # nothing has to look for them (which a compiled call could not do).
@@ -121,7 +122,7 @@ class GeoVLAModel(nn.Module):
         )
         return prefix, agg, heads
 
-    def complete_scene(self, agg: AggregatorOutput, scene: dict[str, Tensor] | None,
+    def complete_scene(self, agg: AggregatorOutput | None, scene: dict[str, Tensor] | None,
                        heads: dict[str, Tensor] | None, image_hw: tuple[int, int]) -> dict[str, Tensor]:
         """The current frame's depth ``[B, V, H, W]``, intrinsics ``[B, V, 3, 3]`` and extrinsics
         ``[B, V, 3, 4]`` for the voxel tokens: the observation's ``scene`` where the config takes

@@ -43,7 +43,7 @@ class GeoVLAPolicy(PreTrainedPolicy):
         config.validate_features()
         self.config = config
         self.model = GeoVLAModel(config)
-        apply_freeze(self.model, config.freeze)
+        apply_freeze(self.model, config.freeze, config.film)
         self.processors: tuple[PolicyProcessorPipeline, PolicyProcessorPipeline] | None = None
         self.init_rtc_processor()
         self.reset()
@@ -387,10 +387,11 @@ class GeoVLAPolicy(PreTrainedPolicy):
         return fields, []
 
 
-def apply_freeze(model: GeoVLAModel, freeze: str) -> None:
-    """Freeze the named parameter groups (see ``GeoVLAConfig.freeze``); FiLM, aggregation tokens,
-    projectors and the router always train."""
-    groups = []
+def apply_freeze(model: GeoVLAModel, freeze: str, film: bool = True) -> None:
+    """Freeze the named parameter groups (see ``GeoVLAConfig.freeze``); aggregation tokens,
+    projectors and the router always train, FiLM unless ``film`` is False (it then stays the
+    identity it is initialised to)."""
+    groups = [] if film else [model.backbone.siglip.films, model.backbone.dinov2.films]
     if freeze in ("vision", "vision_and_llm"):
         groups += [model.backbone.siglip.vit, model.backbone.dinov2.vit]
     if freeze in ("llm", "vision_and_llm"):

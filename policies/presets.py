@@ -35,12 +35,13 @@ def sub_configs(config: GeoVLAConfig) -> SubConfigs:
         num_steps=config.num_flow_steps,
         lora=LoRASettings(rank=config.lora_rank) if config.lora_rank else None,
     )
-    backbone = backbone_config(config.preset, image_size=config.image_size, llm_dim=fusion.hidden_size)
+    backbone = backbone_config(config.preset, image_size=config.image_size, llm_dim=fusion.hidden_size,
+                               router=config.router)
     if config.patch_size is not None:
         backbone = replace(backbone, siglip=_with_patch(backbone.siglip, config.patch_size),
                            dinov2=_with_patch(backbone.dinov2, config.patch_size))
     geometry = None
-    if config.use_geometry:
+    if config.runs_aggregator:
         geometry = make_config(
             config.preset,
             img_size=config.image_size,

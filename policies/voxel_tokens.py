@@ -39,6 +39,9 @@ class VoxelSpatialTokens(nn.Module):
     The voxelization and positions are computed in float32 whatever the weights' dtype; the
     three embeddings run in the weights' dtype (bfloat16 inference).
 
+    Without an ``aggregator_dim`` (None) the tokens are ``MLP(Fourier(xyz)) + MLP(rgb)`` only,
+    what the sensor alone gives, and ``forward`` takes no aggregator output.
+
     A sample none of whose pixels lands in the workspace raises ValueError (wrong depth units,
     cameras or box), or with ``allow_empty`` gets no token: depth and cameras predicted by a
     geometry model still learning can put every pixel elsewhere.
@@ -47,7 +50,7 @@ class VoxelSpatialTokens(nn.Module):
     of the batch.
     """
 
-    def __init__(self, aggregator_dim: int, llm_dim: int, target_voxels: int,
+    def __init__(self, aggregator_dim: int | None, llm_dim: int, target_voxels: int,
                  workspace: tuple[float, float, float, float, float, float], frequencies: int = 6,
                  origin_camera: int | None = None, allow_empty: bool = False) -> None:
         super().__init__()
@@ -56,15 +59,17 @@ class VoxelSpatialTokens(nn.Module):
         self.voxel_config = VoxelConfig(target_voxels=target_voxels, voxel_size_mode="count")
         self.frequencies = frequencies
         self.origin_camera = origin_camera
-        self.feature_proj = StreamProjector(aggregator_dim, llm_dim)
-        # A from-scratch aggregator's features are large and carry no scene content yet; starting
-        # their projection at zero keeps position and colour readable until the features learn.
-        nn.init.zeros_(self.feature_proj.net[-1].weight)
-        nn.init.zeros_(self.feature_proj.net[-1].bias)
+        self.feature_proj = None
+        if aggregator_dim is not None:
+            self.feature_proj = StreamProjector(aggregator_dim, llm_dim)
+            # A from-scratch aggregator's features are large and carry no scene content yet; starting
+            # their projection at zero keeps position and colour readable until the features learn.
+            nn.init.zeros_(self.feature_proj.net[-1].weight)
+            nn.init.zeros_(self.feature_proj.net[-1].bias)
         self.xyz_embed = Mlp(3 * (1 + 2 * frequencies), llm_dim, llm_dim)
         self.rgb_embed = Mlp(3, llm_dim, llm_dim)
 
-    def forward(self, agg: AggregatorOutput, images: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
+    def forward(self, agg: AggregatorOutput | None, images: torch.Tensor, depth: torch.Tensor, intrinsics: torch.Tensor,
                 extrinsics: torch.Tensor, camera_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """images ``[B, V, 3, H, W]`` in [0, 1], depth ``[B, V, H, W]`` (metres along the optical
         axis), intrinsics ``[B, V, 3, 3]``, extrinsics ``[B, V, 3, 4]``, all of the last time
@@ -73,14 +78,18 @@ class VoxelSpatialTokens(nn.Module):
         if self.origin_camera is not None and not bool(camera_mask[:, self.origin_camera].all()):
             missing = torch.nonzero(~camera_mask[:, self.origin_camera]).flatten().tolist()
             raise ValueError(f"the voxel origin camera (index {self.origin_camera}) is missing in samples {missing}")
-        features = agg.layers[max(agg.layers)][:, -V:, agg.patch_start_idx:]  # the last time step's frames
+        if self.feature_proj is None:  # no features: a 0-wide one on a single patch
+            features, grid = images.new_zeros(images.shape[0], V, 1, 0), (1, 1)
+        else:
+            features, grid = agg.layers[max(agg.layers)][:, -V:, agg.patch_start_idx:], agg.grid  # the last step
         depth, intrinsics, extrinsics = depth.float(), intrinsics.float(), extrinsics.float()
-        voxels = self.lift(features.float(), agg.grid, images.float(), depth, intrinsics, extrinsics, camera_mask)
+        voxels = self.lift(features.float(), grid, images.float(), depth, intrinsics, extrinsics, camera_mask)
         unit = self.positions(voxels.xyz[:, 0], extrinsics)
         dtype = self.rgb_embed.fc1.weight.dtype
-        tokens = (self.feature_proj(voxels.features[:, 0].to(dtype))
-                  + self.xyz_embed(fourier_features(unit, self.frequencies).to(dtype))
+        tokens = (self.xyz_embed(fourier_features(unit, self.frequencies).to(dtype))
                   + self.rgb_embed((2 * voxels.rgb[:, 0] - 1).to(dtype)))
+        if self.feature_proj is not None:
+            tokens = tokens + self.feature_proj(voxels.features[:, 0].to(dtype))
         valid = voxels.valid[:, 0]
         return tokens * valid[..., None], valid
 
