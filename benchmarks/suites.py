@@ -102,7 +102,8 @@ def _tabletop_env_args(task: str, budget: Budget, geometry: bool) -> list[str]:
 
 
 def builtin_suite() -> Suite:
-    """The built-in tabletop task: ``reach`` and ``pick``, four cameras, language-named targets."""
+    """The built-in tabletop tasks, four cameras, language-named targets: ``reach`` and ``pick`` by
+    default, ``intercept`` (moving objects) when named with ``--tasks``."""
     from envs.tabletop.env import INSTRUCTION_TEMPLATES, TASKS
     from envs.tabletop.scene import CAMERAS, COLOURS, SHAPES
 
@@ -117,6 +118,7 @@ def builtin_suite() -> Suite:
         cameras=tuple(CAMERAS),
         geovla_config=CONFIGS / "demo_reach_tiny.yaml",
         full_budget=BUILTIN_FULL,
+        default_tasks=("reach", "pick"),
     )
 
 

@@ -1,5 +1,5 @@
 """The built-in task and MetaWorld as LeRobot environments: ``--env.type=geovla_tabletop
---env.task=reach|pick`` and ``--env.type=geovla_metaworld --env.task=pick-place`` (any v3 task).
+--env.task=reach|pick|intercept`` and ``--env.type=geovla_metaworld --env.task=pick-place`` (any v3 task).
 
 Importing this module (the ``lerobot_policy_geovla`` plugin does) registers the configs with
 LeRobot, so ``lerobot-eval`` and ``lerobot-train --env.type=...`` run any LeRobot policy on the
@@ -138,9 +138,10 @@ class CameraEnvConfig(EnvConfig):
 @EnvConfig.register_subclass("geovla_tabletop")
 @dataclass
 class TabletopEnvConfig(CameraEnvConfig):
-    """The built-in multi-camera tabletop task for LeRobot's scripts: ``task`` ``reach`` or
-    ``pick``, cameras out of ``front``, ``left``, ``right``, ``wrist``; episodes of 50 (reach)
-    or 80 (pick) steps unless ``episode_length`` says otherwise (see :class:`CameraEnvConfig`)."""
+    """The built-in multi-camera tabletop task for LeRobot's scripts: ``task`` ``reach``,
+    ``pick`` or ``intercept``, cameras out of ``front``, ``left``, ``right``, ``wrist``; episodes
+    of 50 (reach), 80 (pick) or 60 (intercept) steps unless ``episode_length`` says otherwise
+    (see :class:`CameraEnvConfig`)."""
 
     task: str | None = "reach"
     fps: int = int(round(1 / CONTROL_DT))

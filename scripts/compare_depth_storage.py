@@ -29,6 +29,7 @@ from lerobot.datasets.depth_utils import dequantize_depth, quantize_depth
 
 import envs
 from envs.recording import DEPTH_PREFIX, depth_video_encoder, open_dataset, record_demos
+from envs.tabletop.env import TASKS
 from policies.geovla_model import MAX_VALID_DEPTH
 
 BAND_M = (0.2, 0.6)  # depths of the workspace seen by the fixed cameras
@@ -36,7 +37,7 @@ BAND_M = (0.2, 0.6)  # depths of the workspace seen by the fixed cameras
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=["reach", "pick"], default="reach")
+    parser.add_argument("--task", choices=TASKS, default="reach")
     parser.add_argument("--episodes", type=int, default=5)
     parser.add_argument("--image-size", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")

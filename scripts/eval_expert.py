@@ -12,6 +12,7 @@ import gymnasium as gym
 from tqdm.auto import tqdm
 
 import envs
+from envs.tabletop.env import TASKS
 
 
 def expert_success_rate(task: str, episodes: int, seed: int, image_size: int) -> dict:
@@ -42,7 +43,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--tasks", nargs="+", default=["reach", "pick"], choices=["reach", "pick"])
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     args = parser.parse_args()
     results = {task: expert_success_rate(task, args.episodes, args.seed, args.image_size) for task in args.tasks}
     print(json.dumps(results, indent=2))

@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from policies.modeling_geovla import GeoVLAPolicy  # noqa: E402
+from envs.tabletop.env import TASKS  # noqa: E402
 from policies.rollout import DEFAULT_SEED, env_factory, evaluate_policy  # noqa: E402
 
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--policy", required=True, help="directory saved by GeoVLAPolicy.save_pretrained")
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 5, 3], help="flow steps to compare")
     parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--task", default="reach", choices=["reach", "pick"])
+    parser.add_argument("--task", default="reach", choices=TASKS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--batch-size", type=int, default=10, help="envs stepped together")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per episode")

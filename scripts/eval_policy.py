@@ -32,6 +32,7 @@ import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from policies.modeling_geovla import GeoVLAPolicy  # noqa: E402
+from envs.tabletop.env import TASKS  # noqa: E402
 from policies.rollout import DEFAULT_SEED, env_factory, evaluate_policy  # noqa: E402
 
 ENVS = ("builtin", "pusht", "aloha")
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--policy", required=True, help="directory saved by GeoVLAPolicy.save_pretrained")
     parser.add_argument("--env", required=True, choices=ENVS)
     parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--task", default=None, help="builtin: reach|pick (reach); aloha: insertion|transfer_cube")
+    parser.add_argument("--task", default=None, help=f"builtin: {'|'.join(TASKS)} (reach); aloha: insertion|transfer_cube")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--swap-instruction", action="store_true", help="builtin only: name another object")
     parser.add_argument("--out", type=Path, default=Path("outputs/eval"))
@@ -97,8 +98,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.swap_instruction and args.env != "builtin":
         parser.error("--swap-instruction needs --env builtin (the other envs have one object to act on)")
-    if args.task is not None and args.env == "builtin" and args.task not in ("reach", "pick"):
-        parser.error(f"--task for builtin must be reach or pick, got {args.task!r}")
+    if args.task is not None and args.env == "builtin" and args.task not in TASKS:
+        parser.error(f"--task for builtin must be one of {TASKS}, got {args.task!r}")
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -33,6 +33,7 @@ from lerobot.policies.rtc.configuration_rtc import RTCConfig  # noqa: E402
 
 from policies.intervals import wilson_interval  # noqa: E402
 from policies.modeling_geovla import GeoVLAPolicy  # noqa: E402
+from envs.tabletop.env import TASKS  # noqa: E402
 from policies.rollout import DEFAULT_SEED, env_factory, evaluate_policy  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--policy", required=True, help="directory saved by GeoVLAPolicy.save_pretrained")
     parser.add_argument("--delays", type=int, nargs="+", default=[0, 2, 3])
     parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("--task", default="reach", choices=["reach", "pick"])
+    parser.add_argument("--task", default="reach", choices=TASKS)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--batch-size", type=int, default=10, help="envs stepped together")
     parser.add_argument("--max-steps", type=int, default=None, help="cap on steps per episode")

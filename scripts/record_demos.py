@@ -16,11 +16,12 @@ import gymnasium as gym
 
 import envs
 from envs.recording import record_demos
+from envs.tabletop.env import TASKS
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", choices=["reach", "pick"], default="reach")
+    parser.add_argument("--task", choices=TASKS, default="reach")
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--out", required=True, help="new directory for the dataset")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode; episode i uses seed + i")

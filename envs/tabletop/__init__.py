@@ -1,6 +1,6 @@
 """The built-in multi-camera tabletop task."""
 
 from envs.tabletop.env import TabletopEnv, validate_action
-from envs.tabletop.expert import PickExpert, ReachExpert, make_expert
+from envs.tabletop.expert import InterceptExpert, PickExpert, ReachExpert, make_expert
 
-__all__ = ["TabletopEnv", "validate_action", "ReachExpert", "PickExpert", "make_expert"]
+__all__ = ["TabletopEnv", "validate_action", "ReachExpert", "PickExpert", "InterceptExpert", "make_expert"]

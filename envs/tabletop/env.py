@@ -1,4 +1,4 @@
-"""Multi-camera tabletop task: reach or pick the object named by a language instruction."""
+"""Multi-camera tabletop task: reach, pick or intercept the object named by a language instruction."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from envs.tabletop.cameras import camera_extrinsics, camera_intrinsics
 from envs.tabletop.rendering import make_renderer, release_renderers
 from envs.tabletop.scene import CAMERAS, SceneObject, apply_layout, load_model, sample_layout
 
-TASKS = ("reach", "pick")
-INSTRUCTION_TEMPLATES = {"reach": "touch the {}", "pick": "pick up the {}"}
-DEFAULT_MAX_STEPS = {"reach": 50, "pick": 80}
+TASKS = ("reach", "pick", "intercept")
+INSTRUCTION_TEMPLATES = {"reach": "touch the {}", "pick": "pick up the {}", "intercept": "intercept the {}"}
+DEFAULT_MAX_STEPS = {"reach": 50, "pick": 80, "intercept": 60}
 
 CONTROL_DT = 0.05  # seconds per env step (20 Hz)
 MAX_TRANSLATION = 0.02  # metres of end-effector motion per unit of action
@@ -25,6 +25,10 @@ EE_OFFSET = np.array([0.0, 0.0, 0.215])  # end-effector site minus the hand join
 GRIPPER_CLOSED = 0.035  # finger travel (metres) when fully closed
 REACH_TOLERANCE = 0.03
 LIFT_HEIGHT = 0.08  # object centre height (metres above the table) that counts as lifted
+# intercept: every object slides in a straight line at this speed (m/s), bouncing off the walls
+# of the square of half-side ARENA (metres), which lies inside the gripper's reach.
+SLIDE_SPEED = (0.4, 0.5)
+ARENA = 0.18
 
 
 class TabletopEnv(gym.Env):
@@ -40,8 +44,12 @@ class TabletopEnv(gym.Env):
     axis, ``intrinsics`` ``[3, 3]`` and ``extrinsics`` ``[3, 4]`` (OpenCV camera-from-world).
 
     Args:
-        task: "reach" (move the end effector to the named object) or "pick" (grasp it and lift
-            its centre above ``LIFT_HEIGHT``).
+        task: "reach" (move the end effector to the named object), "pick" (grasp it and lift
+            its centre above ``LIFT_HEIGHT``) or "intercept" (touch the named object while all
+            objects slide across the table, each in a straight line at ``CROSSING_SPEED``: one
+            frame shows where they are, not where they go, so the gripper must read their
+            motion to meet its target before it leaves the gripper's reach, which ends the
+            episode).
         image_size: rendered image size, an int (square) or ``(height, width)``.
         cameras: which of ``front``, ``left``, ``right``, ``wrist`` to render.
         geometry: add depth and camera parameters to the observation.
@@ -86,6 +94,8 @@ class TabletopEnv(gym.Env):
         self._finger_right_qpos = self.model.jnt_qposadr[self.model.joint("finger_right").id]
 
         self.objects: list[SceneObject] = []
+        self.velocities = np.zeros((0, 2))  # initial xy metres per second of each object (intercept)
+        self._start_xy = np.zeros((0, 2))
         self.target: SceneObject | None = None
         self.instruction = ""
         self._steps = 0
@@ -98,6 +108,12 @@ class TabletopEnv(gym.Env):
         super().reset(seed=seed)
         mujoco.mj_resetData(self.model, self.data)
         self.objects, xy = sample_layout(self.np_random, self.num_objects)
+        self.velocities = np.zeros((len(self.objects), 2))
+        if self.task == "intercept":
+            directions = self.np_random.uniform(0, 2 * np.pi, len(self.objects))
+            speeds = self.np_random.uniform(*SLIDE_SPEED, len(self.objects))
+            self.velocities = speeds[:, None] * np.stack([np.cos(directions), np.sin(directions)], axis=1)
+        self._start_xy = xy
         self.target = self.objects[int(self.np_random.integers(len(self.objects)))]
         self.instruction = INSTRUCTION_TEMPLATES[self.task].format(self.target.name)
         apply_layout(self.model, self.data, self.objects, xy)
@@ -117,6 +133,8 @@ class TabletopEnv(gym.Env):
         self.data.ctrl[3] = GRIPPER_CLOSED * (action[3] + 1.0) / 2.0
         mujoco.mj_step(self.model, self.data, nstep=self._substeps)
         self._steps += 1
+        if self.task == "intercept":
+            self._slide_objects()
         success = self.is_success()
         truncated = self._steps >= self.max_episode_steps and not success
         return self._observation(), float(success), success, truncated, self._info()
@@ -143,9 +161,28 @@ class TabletopEnv(gym.Env):
     def target_position(self) -> np.ndarray:
         return self.object_position(self.target)
 
+    def target_position_in(self, seconds: float) -> np.ndarray:
+        """Where the target will be ``seconds`` from now, unless something stops it (privileged:
+        what the ``intercept`` expert aims at)."""
+        index = self.objects.index(self.target)
+        xy = bounce(self._start_xy[index] + self.velocities[index] * (self._steps * CONTROL_DT + seconds), ARENA)
+        return np.array([*xy, self.target_position()[2]])
+
+    def _slide_objects(self) -> None:
+        """Put every object where its motion has brought it (kinematic: contacts do not deflect
+        it), at rest in the physics."""
+        elapsed = self._steps * CONTROL_DT
+        for obj, start, velocity in zip(self.objects, self._start_xy, self.velocities):
+            joint = self.model.body_jntadr[self.model.body(obj.slot).id]
+            qpos, qvel = self.model.jnt_qposadr[joint], self.model.jnt_dofadr[joint]
+            self.data.qpos[qpos : qpos + 2] = bounce(start + velocity * elapsed, ARENA)
+            self.data.qpos[qpos + 3 : qpos + 7] = (1.0, 0.0, 0.0, 0.0)
+            self.data.qvel[qvel : qvel + 6] = 0.0
+        mujoco.mj_forward(self.model, self.data)
+
     def is_success(self) -> bool:
         target = self.target_position()
-        if self.task == "reach":
+        if self.task in ("reach", "intercept"):
             return bool(np.linalg.norm(self.ee_position() - target) < REACH_TOLERANCE)
         return bool(target[2] > LIFT_HEIGHT)
 
@@ -200,6 +237,14 @@ class TabletopEnv(gym.Env):
             fields["intrinsics"] = per_camera(spaces.Box(-np.inf, np.inf, shape=(3, 3), dtype=np.float32))
             fields["extrinsics"] = per_camera(spaces.Box(-np.inf, np.inf, shape=(3, 4), dtype=np.float32))
         return spaces.Dict(fields)
+
+
+def bounce(xy: np.ndarray, half_side: float) -> np.ndarray:
+    """Where straight-line motion to ``xy`` ends up when it reflects off the walls at
+    ``+-half_side`` (a triangle wave of the unbounded coordinate)."""
+    period = 4 * half_side
+    phase = np.mod(xy + half_side, period)
+    return np.where(phase < 2 * half_side, phase, period - phase) - half_side
 
 
 def validate_action(action: Any) -> np.ndarray:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.tabletop.env import MAX_TRANSLATION, TabletopEnv
+from envs.tabletop.env import CONTROL_DT, MAX_TRANSLATION, TabletopEnv
 
 HOVER_HEIGHT = 0.1  # end-effector height for moving across the table
 LIFT_TARGET = 0.16
@@ -17,6 +17,15 @@ APPROACH_LIFT = 0.06  # reach: the highest the aim point sits above the target
 def _toward(current: np.ndarray, goal: np.ndarray) -> np.ndarray:
     """Delta action (in [-1, 1]) that moves ``current`` toward ``goal`` as fast as allowed."""
     return np.clip((goal - current) / MAX_TRANSLATION, -1.0, 1.0)
+
+
+def _cone_step(ee: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """A step at ``target`` down a 45-degree cone (aiming above it by the horizontal distance
+    left, capped): the hand meets the object from above instead of pushing it sideways. The
+    step keeps its direction (scaled, not clipped per axis)."""
+    lift = min(APPROACH_LIFT, float(np.linalg.norm(target[:2] - ee[:2])))
+    step = (target + np.array([0.0, 0.0, lift]) - ee) / MAX_TRANSLATION
+    return step / max(1.0, float(np.abs(step).max()))
 
 
 class ReachExpert:
@@ -33,13 +42,30 @@ class ReachExpert:
         self.env = env
 
     def __call__(self, obs: dict) -> np.ndarray:
-        ee, target = obs["agent_pos"][:3], self.env.target_position()
-        # Aim above the target by the horizontal distance left (capped): the hand comes down a
-        # 45-degree cone and meets the object from above instead of pushing it sideways.
-        lift = min(APPROACH_LIFT, float(np.linalg.norm(target[:2] - ee[:2])))
-        step = (target + np.array([0.0, 0.0, lift]) - ee) / MAX_TRANSLATION
-        step = step / max(1.0, float(np.abs(step).max()))
-        return np.array([*step, -1.0], dtype=np.float32)
+        return np.array([*_cone_step(obs["agent_pos"][:3], self.env.target_position()), -1.0], dtype=np.float32)
+
+
+class InterceptExpert:
+    """Reach for where the sliding target will be when the hand can get there.
+
+    The aim is the target's position ``k`` steps ahead (``TabletopEnv.target_position_in``,
+    bounces included) for the fewest steps ``k`` in which the hand, moving at most
+    ``MAX_TRANSLATION`` per axis and step, covers the way there (the cone's extra height
+    included); as the hand closes in, ``k`` falls to 0 and the aim to the target itself.
+    """
+
+    def __init__(self, env: TabletopEnv, horizon: int = 80) -> None:
+        self.env = env
+        self.horizon = horizon
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        ee = obs["agent_pos"][:3]
+        for k in range(self.horizon):
+            aim = self.env.target_position_in(k * CONTROL_DT)
+            lift = min(APPROACH_LIFT, float(np.linalg.norm(aim[:2] - ee[:2])))
+            if np.abs(aim + np.array([0.0, 0.0, lift]) - ee).max() <= k * MAX_TRANSLATION:
+                break
+        return np.array([*_cone_step(ee, aim), -1.0], dtype=np.float32)
 
 
 class PickExpert:
@@ -69,9 +95,9 @@ def _hover_then_descend(ee: np.ndarray, target: np.ndarray) -> np.ndarray:
     return target
 
 
-def make_expert(env) -> ReachExpert | PickExpert:
+def make_expert(env) -> ReachExpert | PickExpert | InterceptExpert:
     """The scripted expert for the env's task family (accepts a wrapped env)."""
     base = env.unwrapped
     if not isinstance(base, TabletopEnv):
         raise ValueError(f"scripted experts need a TabletopEnv, got {type(base).__name__}")
-    return ReachExpert(base) if base.task == "reach" else PickExpert(base)
+    return {"reach": ReachExpert, "pick": PickExpert, "intercept": InterceptExpert}[base.task](base)

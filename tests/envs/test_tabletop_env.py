@@ -193,7 +193,7 @@ def test_wrist_camera_moves_with_the_hand(geo_env):
     np.testing.assert_allclose(centre_after - centre_before, geo_env.ee_position() - obs["agent_pos"][:3], atol=1e-4)
 
 
-@pytest.mark.parametrize("task", ["reach", "pick"])
+@pytest.mark.parametrize("task", ["reach", "pick", "intercept"])
 def test_scripted_expert_succeeds(task):
     """A short seeded set here; scripts/eval_expert.py runs 100 episodes per family."""
     env = gym.make(envs.TABLETOP_ID, task=task, image_size=32, cameras=("front",))
@@ -219,3 +219,48 @@ def test_pick_needs_a_grasp_not_just_a_touch():
         obs, _, terminated, _, info = env.step(reach(obs))
     assert not info["is_success"] and not terminated
     env.close()
+
+
+def _run(env, policy, seed: int, steps: int | None = None) -> tuple[bool, list[np.ndarray]]:
+    """An episode of ``policy`` (or ``steps`` steps of it); success and the target's positions."""
+    obs, info = env.reset(seed=seed)
+    positions = [env.unwrapped.target_position()]
+    for _ in range(steps or 10_000):
+        obs, _, terminated, truncated, info = env.step(policy(obs))
+        positions.append(env.unwrapped.target_position())
+        if terminated or truncated:
+            break
+    return info["is_success"], positions
+
+
+def test_intercept_objects_slide_straight_and_bounce_inside_the_arena():
+    from envs.tabletop.env import ARENA, CONTROL_DT, SLIDE_SPEED, bounce
+
+    env = gym.make(envs.TABLETOP_ID, task="intercept", image_size=16, cameras=("front",))
+    base = env.unwrapped
+    _, positions = _run(env, lambda obs: np.array([0.0, 0.0, 1.0, -1.0]), seed=3, steps=40)  # the hand stays up
+    xy = np.stack(positions)[:, :2]
+    steps = np.linalg.norm(np.diff(xy, axis=0), axis=1) / CONTROL_DT
+    straight = steps[np.abs(xy[1:]).max(1) < ARENA - 0.03]  # away from the walls: constant speed
+    np.testing.assert_allclose(straight, straight[0], rtol=1e-6)
+    assert SLIDE_SPEED[0] <= straight[0] <= SLIDE_SPEED[1]
+    assert np.abs(xy).max() <= ARENA + 1e-6 and np.abs(xy).max() > ARENA - 0.03  # it reached a wall, stayed in
+    # The expert's preview is where the target gets to.
+    env.reset(seed=3)
+    ahead = base.target_position_in(10 * CONTROL_DT)
+    for _ in range(10):
+        env.step(np.array([0.0, 0.0, 1.0, -1.0]))
+    np.testing.assert_allclose(base.target_position()[:2], ahead[:2], atol=1e-9)
+    np.testing.assert_allclose(bounce(np.array([ARENA + 0.05, -ARENA - 0.01]), ARENA), [ARENA - 0.05, -ARENA + 0.01])
+    env.close()
+
+
+def test_intercept_needs_the_motion_chasing_the_target_falls_behind():
+    """The expert, which knows where the target is going, against the reach expert aiming at where
+    it is (what a policy that sees one frame can at best do) on the same seeds."""
+    env = gym.make(envs.TABLETOP_ID, task="intercept", image_size=16, cameras=("front",))
+    seeds = range(2000, 2030)
+    intercepted = sum(_run(env, envs.make_expert(env), seed)[0] for seed in seeds)
+    chased = sum(_run(env, envs.tabletop.ReachExpert(env.unwrapped), seed)[0] for seed in seeds)
+    env.close()
+    assert intercepted >= 27 and chased <= 20, (intercepted, chased)  # 296/300 and 152/300 on seeds 2000-2299
