@@ -101,7 +101,7 @@ def run_cell(config: RunConfig, suite: Suite, state: dict[str, Any], group: str,
         progress.set_postfix_str(f"{key}: evaluating {task}")
         eval_dir = cell_dir if len(tasks) == 1 else cell_dir / task
         eval_dir.mkdir(exist_ok=True)
-        env_args = suite.eval_env_args(task, config.budget, spec.reads_geometry)
+        env_args = suite.eval_env_args(task, config.budget, spec.evaluates_with_geometry)
         evaluations[task] = evaluate_cell(Path(cell["train"]["checkpoint"]), runner_args, env_args, config.budget,
                                           suite.eval_seed, eval_dir, config.device)
         save_state(config.out, state)

@@ -21,6 +21,14 @@ also executing 5), and is trained from scratch:
 - geovla ``tiny``: the suite's geovla settings (for ``builtin`` the demo's,
   ``configs/demo_reach_tiny.yaml``) as ``--policy.*`` overrides.
 
+The geovla ablations (``ABLATIONS``, run when named with ``--policies``) change one thing each
+against geovla ``tiny``: no geometry at all (backbone tokens only), the aggregator's patch
+tokens instead of voxel tokens, voxel tokens of the sensor alone (position and colour, no
+aggregator), voxel tokens lifted with the depth the geometry model predicts from RGB (its depth
+head trained by the geometry loss; evaluated without any depth input), FiLM off, and the
+stream router's ``add`` instead of ``moe``, and a history of two frames for the aggregator
+(``intercept``, whose objects move, needs it).
+
 SmolVLA and pi0 read the instruction through a word-level tokenizer of the suite's words
 (``benchmarks.language``); geovla through its own hashed-word tokenizer.
 """
@@ -61,6 +69,8 @@ class PolicySpec:
         reads_geometry: whether it reads depth and camera parameters (then it is trained on the
             dataset with them and evaluated with them; the others get the same demonstrations
             without them, see ``benchmarks.datasets``).
+        eval_geometry: whether its evaluation gives depth and cameras (None: ``reads_geometry``;
+            False for a policy trained on them that acts on RGB alone).
         policy_args: its ``--policy.*`` arguments for ``lerobot-train``.
         runner_args: options of ``benchmarks.lerobot_runner`` for a policy that LeRobot's commands
             cannot build as they are (None: run ``lerobot-train`` and ``lerobot-eval`` themselves).
@@ -74,6 +84,11 @@ class PolicySpec:
     policy_args: Callable[[BuildContext], list[str]]
     runner_args: Callable[[BuildContext], list[str]] | None = None
     requires: tuple[tuple[str, str], ...] = ()
+    eval_geometry: bool | None = None
+
+    @property
+    def evaluates_with_geometry(self) -> bool:
+        return self.reads_geometry if self.eval_geometry is None else self.eval_geometry
 
 
 def _chunking(executed_key: str = "n_action_steps") -> list[str]:
@@ -123,12 +138,17 @@ def cli_value(value: Any) -> str:
     return str(value)
 
 
-def _geovla(ctx: BuildContext) -> list[str]:
+def _geovla(ctx: BuildContext, **changes: Any) -> list[str]:
     from policies.train_config import read_yaml
 
     settings = dict(read_yaml(ctx.suite.geovla_config.read_text())["policy"])
-    settings["image_size"] = ctx.image_size
+    settings.update(changes, image_size=ctx.image_size)
     return ["--policy.type=geovla", *(f"--policy.{key}={cli_value(value)}" for key, value in settings.items())]
+
+
+def _geovla_with(**changes: Any) -> Callable[[BuildContext], list[str]]:
+    """geovla ``tiny`` on the suite's settings with ``changes``."""
+    return lambda ctx: _geovla(ctx, **changes)
 
 
 POLICIES: dict[str, PolicySpec] = {spec.name: spec for spec in (
@@ -140,15 +160,34 @@ POLICIES: dict[str, PolicySpec] = {spec.name: spec for spec in (
                runner_args=_pi0_runner),
     PolicySpec("geovla", "geovla tiny", reads_instruction=True, reads_geometry=True, policy_args=_geovla),
 )}
+ABLATIONS: dict[str, PolicySpec] = {spec.name: spec for spec in (
+    PolicySpec("geovla-no-geometry", "geovla, no geometry", reads_instruction=True, reads_geometry=False,
+               policy_args=_geovla_with(use_geometry=False, spatial_tokens="patch")),
+    PolicySpec("geovla-patch", "geovla, patch tokens", reads_instruction=True, reads_geometry=False,
+               policy_args=_geovla_with(spatial_tokens="patch", geometry_loss_weight=0.0)),
+    PolicySpec("geovla-sensor-voxels", "geovla, sensor voxels only", reads_instruction=True, reads_geometry=True,
+               policy_args=_geovla_with(voxel_features=False, geometry_loss_weight=0.0)),
+    PolicySpec("geovla-rgb", "geovla, predicted depth", reads_instruction=True, reads_geometry=True,
+               policy_args=_geovla_with(depth_source="predicted", camera_source="predicted",
+                                        geometry_loss_weight=0.1),
+               eval_geometry=False),
+    PolicySpec("geovla-no-film", "geovla, FiLM off", reads_instruction=True, reads_geometry=True,
+               policy_args=_geovla_with(film=False)),
+    PolicySpec("geovla-router-add", "geovla, router add", reads_instruction=True, reads_geometry=True,
+               policy_args=_geovla_with(router="add")),
+    PolicySpec("geovla-history", "geovla, 2-frame history", reads_instruction=True, reads_geometry=True,
+               policy_args=_geovla_with(n_obs_steps=2)),
+)}
+SPECS: dict[str, PolicySpec] = {**POLICIES, **ABLATIONS}
 
 
 def get_policies(names: list[str] | None) -> list[PolicySpec]:
-    """The named policies (all when ``names`` is None), in ``POLICIES`` order, each checked to
-    have what it requires installed (before hours of other cells run)."""
-    unknown = sorted(set(names or ()) - set(POLICIES))
+    """The named policies and ablations (the five policies when ``names`` is None), in ``SPECS``
+    order, each checked to have what it requires installed (before hours of other cells run)."""
+    unknown = sorted(set(names or ()) - set(SPECS))
     if unknown:
-        raise ValueError(f"unknown policies {unknown}; known: {list(POLICIES)}")
-    specs = [spec for name, spec in POLICIES.items() if names is None or name in names]
+        raise ValueError(f"unknown policies {unknown}; known: {list(SPECS)}")
+    specs = [spec for name, spec in SPECS.items() if name in (names or POLICIES)]
     missing = [f"{spec.label} needs {module} ({install})" for spec in specs for module, install in spec.requires
                if importlib.util.find_spec(module) is None]
     if missing:

@@ -8,7 +8,7 @@ from typing import Any
 
 from policies.intervals import wilson_interval
 
-from benchmarks.policy_specs import POLICIES
+from benchmarks.policy_specs import SPECS
 from benchmarks.state import write_json_atomic
 from benchmarks.suites import Suite
 
@@ -37,7 +37,7 @@ def equal_time(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def _row(task: str, group: str, name: str, train: dict[str, Any], successes: int, episodes: int,
          extra: dict[str, Any]) -> dict[str, Any]:
-    spec = POLICIES[name]
+    spec = SPECS[name]
     low, high = wilson_interval(successes, episodes)
     return {"task": task, "group": group, "policy": name, "label": spec.label,
             "reads_instruction": spec.reads_instruction, **train, **extra, "successes": successes,
@@ -60,14 +60,14 @@ def collect(state: dict[str, Any], suite: Suite) -> dict[str, Any]:
         tasks = sorted({task for (g, _), cell in finished.items() if g == group for task in cell["evals"]},
                        key=order.__getitem__)
         for task in tasks:
-            for name in POLICIES:
+            for name in SPECS:
                 cell = finished.get((group, name))
                 if cell is not None and task in cell["evals"]:
                     evaluation = cell["evals"][task]
                     rows.append(_row(task, group, name, cell["train"], evaluation["successes"],
                                      evaluation["episodes"], evaluation))
         if len(tasks) > 1:
-            for name in POLICIES:
+            for name in SPECS:
                 cell = finished.get((group, name))
                 if cell is not None:
                     evaluations = list(cell["evals"].values())

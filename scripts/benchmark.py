@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks p
 
 from benchmarks.budgets import QUICK  # noqa: E402
 from benchmarks.harness import RunConfig, run_benchmark  # noqa: E402
-from benchmarks.policy_specs import POLICIES  # noqa: E402
+from benchmarks.policy_specs import SPECS  # noqa: E402
 from benchmarks.report import RESULTS_JSON, RESULTS_MD, RESULTS_PNG  # noqa: E402
 from benchmarks.suites import SUITES, get_suite  # noqa: E402
 
@@ -71,7 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="output folder (a stopped run in it is continued)")
     p.add_argument("--quick", action="store_true", help="the whole pipeline at toy sizes (CI)")
     p.add_argument("--tasks", nargs="+", default=None, help="a subset of the suite's tasks (default: all)")
-    p.add_argument("--policies", nargs="+", default=None, choices=list(POLICIES), help="default: all")
+    p.add_argument("--policies", nargs="+", default=None, choices=list(SPECS),
+                   help="policies and geovla ablations (default: the five policies)")
     budget = p.add_argument_group("budget (defaults: the full run, or the toy sizes with --quick)")
     budget.add_argument("--demos", type=int, default=None, help="demonstrations per task")
     budget.add_argument("--steps", type=int, default=None, help="optimiser steps of every policy")
