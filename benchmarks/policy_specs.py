@@ -26,8 +26,10 @@ against geovla ``tiny``: no geometry at all (backbone tokens only), the aggregat
 tokens instead of voxel tokens, voxel tokens of the sensor alone (position and colour, no
 aggregator), voxel tokens lifted with the depth the geometry model predicts from RGB (its depth
 head trained by the geometry loss; evaluated without any depth input), FiLM off, and the
-stream router's ``add`` instead of ``moe``, and a history of two frames for the aggregator
-(``intercept``, whose objects move, needs it).
+stream router's ``add`` instead of ``moe``, a history of two frames for the aggregator
+(``intercept``, whose objects move, needs it), and the geometry losses on the recorded depth and
+cameras added to the flow loss (so that the aggregator learns geometry, which its voxel features
+then carry).
 
 SmolVLA and pi0 read the instruction through a word-level tokenizer of the suite's words
 (``benchmarks.language``); geovla through its own hashed-word tokenizer.
@@ -177,6 +179,8 @@ ABLATIONS: dict[str, PolicySpec] = {spec.name: spec for spec in (
                policy_args=_geovla_with(router="add")),
     PolicySpec("geovla-history", "geovla, 2-frame history", reads_instruction=True, reads_geometry=True,
                policy_args=_geovla_with(n_obs_steps=2)),
+    PolicySpec("geovla-geometry-loss", "geovla, geometry loss", reads_instruction=True, reads_geometry=True,
+               policy_args=_geovla_with(geometry_loss_weight=0.1)),
 )}
 SPECS: dict[str, PolicySpec] = {**POLICIES, **ABLATIONS}
 

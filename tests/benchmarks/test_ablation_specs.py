@@ -21,6 +21,7 @@ EXPECTED = {
     "geovla-no-film": {"film": False},
     "geovla-router-add": {"router": "add"},
     "geovla-history": {"n_obs_steps": 2},
+    "geovla-geometry-loss": {"geometry_loss_weight": 0.1, "spatial_tokens": "voxel"},
 }
 
 
