@@ -1,5 +1,5 @@
 """The geovla ablations of the benchmark suite: each builds the policy it names from the suite's
-geovla settings (the built-in suite's test runs the RGB-only one through LeRobot's commands)."""
+geovla settings and gets the data and evaluation inputs it needs."""
 
 from __future__ import annotations
 
@@ -46,3 +46,13 @@ def test_ablations_run_only_when_named():
     with pytest.raises(ValueError, match="unknown policies \\['geovla-lidar'\\]"):
         get_policies(["geovla-lidar"])
 
+
+
+def test_the_rgb_ablation_trains_with_depth_and_is_evaluated_without_it():
+    suite, budget = get_suite("builtin"), get_suite("builtin").full_budget
+    for name, trains_on_depth, evaluated_with_depth in (("geovla", True, True), ("geovla-rgb", True, False),
+                                                        ("geovla-no-geometry", False, False)):
+        spec = ABLATIONS.get(name, POLICIES.get(name))
+        assert (spec.reads_geometry, spec.evaluates_with_geometry) == (trains_on_depth, evaluated_with_depth)
+        geometry_arg = f"--env.geometry={str(evaluated_with_depth).lower()}"
+        assert geometry_arg in suite.eval_env_args("reach", budget, spec.evaluates_with_geometry)

@@ -1,6 +1,6 @@
 """``scripts/benchmark.py --quick`` on the built-in ``reach`` task with all five policies (ACT,
-Diffusion Policy, SmolVLA, pi0, geovla tiny) and the RGB-only geovla ablation (trained on depth,
-acting without it): each cell trained by ``lerobot-train`` and evaluated by ``lerobot-eval``; ``results.json``, the table and the plot agree with each other and with the
+Diffusion Policy, SmolVLA, pi0, geovla tiny): each cell trained by ``lerobot-train`` and evaluated
+by ``lerobot-eval``; ``results.json``, the table and the plot agree with each other and with the
 cells' own files; a run stopped by SIGTERM continues without redoing its finished cells; a cell
 whose training stopped after a checkpoint resumes from it with ``lerobot-train --resume``.
 
@@ -27,7 +27,7 @@ from policies.intervals import wilson_interval
 ROOT = Path(__file__).resolve().parents[2]
 # policy -> (label, reads the instruction)
 POLICIES = {"act": ("ACT", False), "diffusion": ("Diffusion Policy", False), "smolvla": ("SmolVLA", True),
-            "pi0": ("pi0", True), "geovla": ("geovla tiny", True), "geovla-rgb": ("geovla, predicted depth", True)}
+            "pi0": ("pi0", True), "geovla": ("geovla tiny", True)}
 COMMAND = [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--suite", "builtin", "--quick",
            "--tasks", "reach", "--no-progress", "--policies", *POLICIES]
 EVAL_SEEDS = [100_000, 100_001]
@@ -112,10 +112,8 @@ def _check_outputs(out: Path) -> dict[str, Any]:
         eval_info = json.loads((out / "cells" / "reach" / cell["policy"] / "eval" / "eval_info.json").read_text())
         assert sum(eval_info["per_task"][0]["metrics"]["successes"]) == cell["successes"]
     by_policy = {cell["policy"]: cell for cell in cells}
-    for name, geometry in (("geovla", "true"), ("geovla-rgb", "false"), ("act", "false")):
+    for name, geometry in (("geovla", "true"), ("act", "false")):
         assert f"--env.geometry={geometry}" in by_policy[name]["eval_command"]
-    train_log = (out / "cells" / "reach" / "geovla-rgb" / "train.log").read_text()
-    assert "--dataset.repo_id=local/reach " in train_log  # trained on the recording with depth
     assert by_policy["pi0"]["params"] < 100e6  # pi0's own variants (PaliGemma 2B + 300M) are 3.5B
     smolvla_config = json.loads((Path(by_policy["smolvla"]["checkpoint"]) / "config.json").read_text())
     assert Path(smolvla_config["vlm_model_name"]).parent == out / "assets"
