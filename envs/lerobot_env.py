@@ -15,6 +15,7 @@ dataset has.
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,15 +87,17 @@ class CameraEnvConfig(EnvConfig):
     features: dict[str, PolicyFeature] = field(default_factory=dict)
     features_map: dict[str, str] = field(default_factory=dict)
 
+    @abc.abstractmethod
     def known_cameras(self) -> tuple[str, ...]:
-        raise NotImplementedError
+        """The env's camera names."""
 
+    @abc.abstractmethod
     def check_task(self) -> None:
         """Raise ValueError naming ``--env.task`` when the task is not one of the env's."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def default_episode_length(self) -> int:
-        raise NotImplementedError
+        """The task's own episode limit in steps."""
 
     def __post_init__(self) -> None:
         self.check_task()

@@ -25,7 +25,7 @@ from envs.metaworld.rendering import (
 )
 from envs.metaworld.tasks import MAX_PATH_LENGTH, canonical_task, make_metaworld_sim, task_description
 from envs.tabletop.cameras import camera_extrinsics, camera_intrinsics
-from envs.tabletop.env import validate_action
+from envs.tabletop.env import camera_observation_space, validate_action
 
 
 CAMERAS = ("corner", "corner2", "corner3", "topview", "gripperPOV", "behindGripper")
@@ -102,7 +102,7 @@ class MetaWorldEnv(gym.Env):
         self._success = False
 
         self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
-        self.observation_space = self._make_observation_space()
+        self.observation_space = camera_observation_space(self.cameras, self.height, self.width, geometry)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
@@ -197,16 +197,3 @@ class MetaWorldEnv(gym.Env):
 
     def _info(self) -> dict[str, Any]:
         return {"is_success": self._success, "instruction": self.instruction, "task": self.task}
-
-    def _make_observation_space(self) -> spaces.Dict:
-        h, w = self.height, self.width
-        per_camera = lambda space: spaces.Dict({c: space for c in self.cameras})  # noqa: E731
-        fields: dict[str, spaces.Space] = {
-            "pixels": per_camera(spaces.Box(0, 255, shape=(h, w, 3), dtype=np.uint8)),
-            "agent_pos": spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32),
-        }
-        if self.geometry:
-            fields["depth"] = per_camera(spaces.Box(0.0, np.inf, shape=(h, w), dtype=np.float32))
-            fields["intrinsics"] = per_camera(spaces.Box(-np.inf, np.inf, shape=(3, 3), dtype=np.float32))
-            fields["extrinsics"] = per_camera(spaces.Box(-np.inf, np.inf, shape=(3, 4), dtype=np.float32))
-        return spaces.Dict(fields)

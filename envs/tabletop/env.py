@@ -101,7 +101,7 @@ class TabletopEnv(gym.Env):
         self._steps = 0
 
         self.action_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
-        self.observation_space = self._make_observation_space()
+        self.observation_space = camera_observation_space(self.cameras, self.height, self.width, geometry)
 
     # ------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[dict, dict]:
@@ -225,18 +225,20 @@ class TabletopEnv(gym.Env):
             "objects": [o.name for o in self.objects],
         }
 
-    def _make_observation_space(self) -> spaces.Dict:
-        h, w = self.height, self.width
-        per_camera = lambda space: spaces.Dict({c: space for c in self.cameras})  # noqa: E731
-        fields: dict[str, spaces.Space] = {
-            "pixels": per_camera(spaces.Box(0, 255, shape=(h, w, 3), dtype=np.uint8)),
-            "agent_pos": spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32),
-        }
-        if self.geometry:
-            fields["depth"] = per_camera(spaces.Box(0.0, np.inf, shape=(h, w), dtype=np.float32))
-            fields["intrinsics"] = per_camera(spaces.Box(-np.inf, np.inf, shape=(3, 3), dtype=np.float32))
-            fields["extrinsics"] = per_camera(spaces.Box(-np.inf, np.inf, shape=(3, 4), dtype=np.float32))
-        return spaces.Dict(fields)
+
+def camera_observation_space(cameras: tuple[str, ...], height: int, width: int, geometry: bool) -> spaces.Dict:
+    """The observation space of the project's envs: ``pixels`` per camera and the 4-d
+    ``agent_pos``; with ``geometry`` also ``depth``, ``intrinsics`` and ``extrinsics`` per camera."""
+    per_camera = lambda space: spaces.Dict({c: space for c in cameras})  # noqa: E731
+    fields: dict[str, spaces.Space] = {
+        "pixels": per_camera(spaces.Box(0, 255, shape=(height, width, 3), dtype=np.uint8)),
+        "agent_pos": spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float32),
+    }
+    if geometry:
+        fields["depth"] = per_camera(spaces.Box(0.0, np.inf, shape=(height, width), dtype=np.float32))
+        fields["intrinsics"] = per_camera(spaces.Box(-np.inf, np.inf, shape=(3, 3), dtype=np.float32))
+        fields["extrinsics"] = per_camera(spaces.Box(-np.inf, np.inf, shape=(3, 4), dtype=np.float32))
+    return spaces.Dict(fields)
 
 
 def bounce(xy: np.ndarray, half_side: float) -> np.ndarray:
