@@ -46,10 +46,9 @@ class TabletopEnv(gym.Env):
     Args:
         task: "reach" (move the end effector to the named object), "pick" (grasp it and lift
             its centre above ``LIFT_HEIGHT``) or "intercept" (touch the named object while all
-            objects slide across the table, each in a straight line at ``CROSSING_SPEED``: one
-            frame shows where they are, not where they go, so the gripper must read their
-            motion to meet its target before it leaves the gripper's reach, which ends the
-            episode).
+            objects slide over the table, each in a straight line in a random direction at
+            ``SLIDE_SPEED``, bouncing off the walls of the ``ARENA``: one frame shows where they
+            are, not where they go, and a hand that chases where the target is falls behind it).
         image_size: rendered image size, an int (square) or ``(height, width)``.
         cameras: which of ``front``, ``left``, ``right``, ``wrist`` to render.
         geometry: add depth and camera parameters to the observation.
