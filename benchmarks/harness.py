@@ -22,7 +22,7 @@ from benchmarks.evaluation import evaluate_cell
 from benchmarks.language import write_word_vlm
 from benchmarks.policy_specs import BuildContext, PolicySpec, get_policies
 from benchmarks.report import write_reports
-from benchmarks.state import load_state, save_state
+from benchmarks.state import STATE_FILE, load_state, merge_states, save_state
 from benchmarks.suites import Suite, get_suite
 from benchmarks.training import train_cell
 
@@ -57,23 +57,44 @@ def training_groups(suite: Suite, tasks: list[str]) -> dict[str, list[str]]:
 def ensure_datasets(config: RunConfig, suite: Suite, state: dict[str, Any], group: str,
                     tasks: list[str]) -> dict[str, Any]:
     """The group's demonstrations: each task recorded the first time, then reused; several tasks
-    merged into one dataset; and a copy without geometry."""
-    folder = config.out / "datasets"
-    for task in tasks:
-        if task not in state["datasets"]:
-            state["datasets"][task] = record(suite, task, config.budget, folder, config.progress)
+    merged into one dataset; and a copy without geometry. What the state lists but the disk
+    lacks (a state carried to another machine or folder) is made again."""
+    datasets, folder = state["datasets"], config.out / "datasets"
+    if not _present(datasets, group):
+        for task in tasks:
+            if not _present(datasets, task):
+                recorded = record(suite, task, config.budget, folder, config.progress)
+                if task in datasets:
+                    _check_rerecorded(datasets[task], recorded)
+                datasets[task] = recorded
+                save_state(config.out, state)
+        if not _present(datasets, group):
+            datasets[group] = merge(group, [datasets[task] for task in tasks], folder)
             save_state(config.out, state)
-    if group not in state["datasets"]:
-        state["datasets"][group] = merge(group, [state["datasets"][task] for task in tasks], folder)
-        save_state(config.out, state)
     entry = state["datasets"][group]
     if entry.get("tasks", [group]) != tasks:
         raise ValueError(f"{config.out} trained {group} on the tasks {entry['tasks']}, not {tasks}; "
                          "continue it with its own --tasks or choose a new --out")
-    if "without_geometry" not in entry:
+    if not _present(entry, "without_geometry"):
         entry["without_geometry"] = without_geometry(suite, entry)
         save_state(config.out, state)
     return entry
+
+
+def _present(entries: dict[str, Any], name: str) -> bool:
+    """Whether ``entries[name]`` is a dataset still on disk (a state carried from another
+    machine or folder lists datasets that are not)."""
+    return name in entries and (Path(entries[name]["root"]) / "meta" / "info.json").is_file()
+
+
+def _check_rerecorded(listed: dict[str, Any], recorded: dict[str, Any]) -> None:
+    """A recording listed in the state but gone from disk is recorded again from the same seeds;
+    it must come out the same."""
+    differ = [f"{key} {recorded[key]} (listed {listed[key]})" for key in ("episodes", "frames", "attempts",
+                                                                        "recording_seeds")
+              if listed[key] != recorded[key]]
+    if differ:
+        raise RuntimeError(f"{recorded['root']}, recorded again, differs from the state's recording: {', '.join(differ)}")
 
 
 def run_cell(config: RunConfig, suite: Suite, state: dict[str, Any], group: str, tasks: list[str],
@@ -85,6 +106,8 @@ def run_cell(config: RunConfig, suite: Suite, state: dict[str, Any], group: str,
     cell_dir.mkdir(parents=True, exist_ok=True)
     runner_args = spec.runner_args(context) if spec.runner_args else None
     cell = state["cells"].setdefault(key, {"status": "training"})
+    if cell["status"] == "trained" and not Path(cell["train"]["checkpoint"]).is_dir():
+        cell["status"] = "training"  # evaluations are left and the checkpoint is gone: train again
     if cell["status"] == "training":
         progress.set_postfix_str(f"{key}: demonstrations")
         recorded = ensure_datasets(config, suite, state, group, tasks)
@@ -115,8 +138,7 @@ def run_benchmark(config: RunConfig) -> dict[str, Any]:
     suite = get_suite(config.suite)
     tasks, specs = _select_tasks(suite, config.tasks), get_policies(config.policies)
     config.out.mkdir(parents=True, exist_ok=True)
-    header = {"suite": suite.name, "budget": config.budget.to_dict(), "device": config.device}
-    state = load_state(config.out, header)
+    state = load_state(config.out, _header(config))
     save_state(config.out, state)
     context = BuildContext(suite=suite, image_size=config.budget.image_size,
                            vlm_dir=write_word_vlm(config.out / "assets" / "word_vlm", suite.vocabulary,
@@ -133,3 +155,22 @@ def run_benchmark(config: RunConfig) -> dict[str, Any]:
             write_reports(config.out, state, suite)
             progress.update(1)
     return write_reports(config.out, state, suite)
+
+
+def merge_runs(config: RunConfig, sources: list[Path]) -> dict[str, Any]:
+    """Add the recorded datasets and finished cells of the runs in ``sources`` (folders of runs
+    with ``config``'s suite, budget and device) to the run in ``config.out`` and write its
+    reports; trains and evaluates nothing. Returns ``results.json``'s content."""
+    missing = [str(source) for source in sources if not (source / STATE_FILE).is_file()]
+    if missing:
+        raise FileNotFoundError(f"no {STATE_FILE} in {', '.join(missing)}")
+    config.out.mkdir(parents=True, exist_ok=True)
+    header = _header(config)
+    state = merge_states([load_state(config.out, header), *(load_state(source, header) for source in sources)])
+    save_state(config.out, state)
+    return write_reports(config.out, state, get_suite(config.suite))
+
+
+def _header(config: RunConfig) -> dict[str, Any]:
+    """What a run's folder must agree on to be continued or merged."""
+    return {"suite": config.suite, "budget": config.budget.to_dict(), "device": config.device}

@@ -44,3 +44,31 @@ def write_json_atomic(path: Path, value: Any) -> None:
         file.flush()
         os.fsync(file.fileno())
     partial.replace(path)
+
+
+def merge_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """One state with the recorded datasets and the finished cells of ``states``, runs of one
+    suite, budget and device (e.g. tasks run side by side in separate folders). A dataset or a
+    finished cell found in several must be the same recording or the same result."""
+    header = states[0]["header"]
+    merged: dict[str, Any] = {"header": header, "datasets": {}, "cells": {}}
+    for state in states:
+        if state["header"] != header:
+            raise StateMismatch(f"cannot merge a run of {state['header']} with one of {header}")
+        for name, dataset in state["datasets"].items():
+            known = merged["datasets"].setdefault(name, dataset)
+            if _recording(known) != _recording(dataset):
+                raise StateMismatch(f"dataset {name!r} differs between the runs: {_recording(known)} "
+                                    f"vs {_recording(dataset)}")
+        for key, cell in state["cells"].items():
+            if cell.get("status") != "done":
+                continue
+            known = merged["cells"].setdefault(key, cell)
+            if known["evals"] != cell["evals"] or known["train"]["steps"] != cell["train"]["steps"]:
+                raise StateMismatch(f"cell {key!r} was finished in two runs with different results")
+    return merged
+
+
+def _recording(dataset: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a recording wherever it sits on disk."""
+    return {key: value for key, value in dataset.items() if key not in ("root", "without_geometry")}

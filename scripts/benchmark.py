@@ -38,6 +38,15 @@ Start it in the background:
         --eval-episodes 100 > outputs/benchmark_builtin.log 2>&1 &
 
 (these are the defaults without ``--quick``; rerun the same command to continue a stopped run).
+Tasks can run side by side, one folder each (``--tasks reach --out outputs/builtin_reach``, ...),
+and be gathered into one table with ``--merge``:
+
+    .venv/bin/python scripts/benchmark.py --suite builtin --out docs/results/builtin \\
+        --merge outputs/builtin_reach outputs/builtin_pick
+
+The state file alone carries a run to another machine or folder: copied into a new ``--out``, its
+finished cells are kept, and the datasets and checkpoints it lists but the folder lacks are made
+again (a recording from the same seeds, checked to give the same episodes and frames).
 
 The full MetaWorld run (``benchmarks.budgets.METAWORLD_FULL``): 100 demonstrations of each of the
 5 tasks from MetaWorld's scripted experts (64-px images from corner2, topview and gripperPOV,
@@ -59,7 +68,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package sits beside scripts/
 
 from benchmarks.budgets import QUICK  # noqa: E402
-from benchmarks.harness import RunConfig, run_benchmark  # noqa: E402
+from benchmarks.harness import RunConfig, merge_runs, run_benchmark  # noqa: E402
 from benchmarks.policy_specs import SPECS  # noqa: E402
 from benchmarks.report import RESULTS_JSON, RESULTS_MD, RESULTS_PNG  # noqa: E402
 from benchmarks.suites import SUITES, get_suite  # noqa: E402
@@ -86,6 +95,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="torch device of training and evaluation")
     p.add_argument("--num-workers", type=int, default=0, help="lerobot-train data-loading workers")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="RUN",
+                   help="add the finished cells of these run folders (same suite and budget) to --out "
+                        "and write its reports, running nothing")
     return p.parse_args(argv)
 
 
@@ -107,6 +119,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            save_freq=args.save_freq, log_freq=args.log_freq)
     config = RunConfig(suite=args.suite, out=args.out, budget=budget, tasks=args.tasks, policies=args.policies,
                        device=args.device, num_workers=args.num_workers, progress=not args.no_progress)
+    if args.merge:
+        results = merge_runs(config, args.merge)
+        print((args.out / RESULTS_MD).read_text())
+        return results
     _stop_on_sigterm()
     try:
         results = run_benchmark(config)

@@ -171,3 +171,52 @@ def test_rerun_resumes_a_stopped_training_and_skips_done_cells(quick_run):
     curve = act["train"]["curve"]
     assert [step for _, step in curve] == [1, 2, 2] and curve[0][0] < curve[1][0] <= curve[2][0]
     _check_outputs(out)
+
+
+def test_runs_in_separate_folders_merge_into_one_table(quick_run, tmp_path):
+    out, _ = quick_run
+    state = _state(out)
+    halves = {"first": ["act", "diffusion"], "second": ["smolvla", "pi0", "geovla"]}
+    for name, policies in halves.items():
+        (tmp_path / name).mkdir()
+        part = {**state, "cells": {f"reach/{p}": state["cells"][f"reach/{p}"] for p in policies}}
+        (tmp_path / name / "state.json").write_text(json.dumps(part))
+    merged = tmp_path / "merged"
+    result = _run(merged, "--merge", str(tmp_path / "first"), str(tmp_path / "second"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((merged / "results.json").read_text()) == json.loads((out / "results.json").read_text())
+    assert (merged / "results.md").read_text() == (out / "results.md").read_text()
+
+    (tmp_path / "first" / "state.json").write_text(json.dumps({**state, "cells": {
+        "reach/act": {**state["cells"]["reach/act"], "evals": {"reach": {"successes": -1}}}}}))
+    conflict = _run(merged, "--merge", str(tmp_path / "first"))
+    assert conflict.returncode != 0 and "'reach/act' was finished in two runs" in conflict.stderr
+    other_budget = _run(tmp_path / "other", "--merge", str(tmp_path / "second"), "--steps", "3")
+    assert other_budget.returncode != 0 and "holds a run" in other_budget.stderr
+    missing = _run(merged, "--merge", str(tmp_path / "nowhere"))
+    assert missing.returncode != 0 and "no state.json in" in missing.stderr
+
+
+def test_a_state_carried_to_a_new_folder_remakes_what_it_lacks(quick_run, tmp_path):
+    """Only state.json is copied: the dataset is recorded again (the same episodes and frames), a
+    trained cell whose checkpoint is gone is trained again, finished cells are kept."""
+    out, _ = quick_run
+    carried = tmp_path / "carried"
+    carried.mkdir()
+    state = json.loads((out / "state.json").read_text().replace(str(out), str(carried)))
+    state["cells"]["reach/act"].update(status="trained", evals={})
+    (carried / "state.json").write_text(json.dumps(state))
+    result = _run(carried, "--policies", "act")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    after = _state(carried)
+    before = _state(out)
+    assert {k: v for k, v in after["cells"].items() if k != "reach/act"} == \
+        {k: v for k, v in state["cells"].items() if k != "reach/act"}
+    act = after["cells"]["reach/act"]
+    assert act["status"] == "done" and Path(act["train"]["checkpoint"]).is_relative_to(carried)
+    assert act["evals"]["reach"]["episodes"] == 2 and act["train"]["train_attempts"] == 1
+    recorded, original = after["datasets"]["reach"], before["datasets"]["reach"]
+    assert Path(recorded["root"]) == carried / "datasets" / "reach"
+    assert {k: v for k, v in recorded.items() if k not in ("root", "without_geometry")} == \
+        {k: v for k, v in original.items() if k not in ("root", "without_geometry")}
+    assert (Path(recorded["without_geometry"]["root"]) / "meta" / "info.json").is_file()
