@@ -217,8 +217,10 @@ class GeoVLAConfig(PreTrainedConfig):
 
     # ---------------------------------------------------------------- LeRobot hooks
     @property
-    def observation_delta_indices(self) -> list[int]:
-        return list(range(1 - self.n_obs_steps, 1))
+    def observation_delta_indices(self) -> list[int] | None:
+        # One frame: None, so LeRobot's loader reads each sample's row once instead of querying
+        # every observation key apart (about 5x faster with depth and cameras of 4 views).
+        return list(range(1 - self.n_obs_steps, 1)) if self.n_obs_steps > 1 else None
 
     @property
     def action_delta_indices(self) -> list[int]:

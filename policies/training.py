@@ -69,9 +69,10 @@ def build_optimizer(policy: GeoVLAPolicy) -> torch.optim.AdamW:
 
 
 def delta_indices(policy_cfg: GeoVLAConfig, meta: LeRobotDatasetMetadata) -> dict[str, list[int]]:
-    """Frame offsets: history for every observation key, the chunk for the action (LeRobot's
-    convention)."""
-    deltas = {key: policy_cfg.observation_delta_indices for key in meta.features if key.startswith("observation.")}
+    """Frame offsets: history for every observation key (none for a one-frame policy), the chunk
+    for the action (LeRobot's convention)."""
+    history = policy_cfg.observation_delta_indices
+    deltas = {key: history for key in meta.features if key.startswith("observation.")} if history else {}
     deltas["action"] = policy_cfg.action_delta_indices
     return deltas
 
