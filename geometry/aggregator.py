@@ -12,7 +12,7 @@ from geometry.config import GeometryConfig
 from geometry.dynamics_mask import DynamicsMask
 from geometry.history_features import HistoryFeatureCache, weights_key
 from geometry.inputs import CAMERA_PARAM_DIM, camera_param_features, validate_camera, validate_images
-from geometry.kv_cache import KVCache
+from geometry.layers.kv_cache import KVCache
 from geometry.layers import Block, RotaryPositionEmbedding2D, RotaryTables, grid_positions
 from geometry.patch_embed import PatchEmbed
 from geometry.routing import layer_routing, route, stage_boundaries, unroute

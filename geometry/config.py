@@ -53,11 +53,11 @@ class GeometryConfig:
             trained this way streams exactly (`GeometryModel.stream`).
         stream_budget: total KV-cache tokens per sample over the aggregator's cached layers in
             `GeometryModel.stream` (None: unbounded, exact); split per layer by
-            `geometry.eviction.split_budget`.
+            `geometry.layers.eviction.split_budget`.
         stream_camera_budget: the same for the camera-head trunk caches; None derives it from
             `stream_budget` (see `geometry.streaming.GeometryStream`).
         stream_rotated_keys: cache keys after q/k norm and RoPE (True, see
-            `geometry.kv_cache.KVCache`) or raw keys with positions (False).
+            `geometry.layers.kv_cache.KVCache`) or raw keys with positions (False).
     """
 
     img_size: int = 378

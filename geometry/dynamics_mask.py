@@ -11,10 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geometry.layers.attention import GroupMasks
+from geometry.layers.masks import GroupMasks, suppression_bias
 from geometry.layers.scalar import load_scalars_saved_0d
-
-LOG_EPS = 1e-6
 
 
 def query_strengths(tokens_per_frame: int, patch_start_idx: int, gamma: torch.Tensor) -> torch.Tensor:
@@ -52,14 +50,6 @@ def token_key_mask(mask: torch.Tensor, num_frames: int, tokens_per_frame: int, p
     B = mask.shape[0]
     m = mask.reshape(B, num_frames, tokens_per_frame - patch_start_idx)
     return torch.cat([m.new_zeros(B, num_frames, patch_start_idx), m], dim=-1).reshape(B, num_frames * tokens_per_frame)
-
-
-def suppression_bias(strengths: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-    """`log(1 - s_q * m_k)` (clamped at log 1e-6) for broadcastable query strengths and key masks.
-
-    Example: s_q = 0.5, m_k = 0.5 -> log(0.75); s_q = 1, m_k = 1 -> log(1e-6).
-    """
-    return torch.log((1.0 - strengths * key_mask).clamp_min(LOG_EPS))
 
 
 def dynamics_key_bias(mask: torch.Tensor, strengths: torch.Tensor, num_frames: int, patch_start_idx: int) -> torch.Tensor:
@@ -116,7 +106,7 @@ class DynamicsMask(nn.Module):
 
     def group_masks(self, mask_prob: torch.Tensor, layer: int, num_frames: int, tokens_per_frame: int,
                     patch_start_idx: int, causal: torch.Tensor | None = None) -> GroupMasks:
-        """Masks of global layer `layer` per query group (`geometry.layers.attention.GroupMasks`),
+        """Masks of global layer `layer` per query group (`geometry.layers.masks.GroupMasks`),
         equal to the dense `bias` (combined with the boolean `causal` `[S*N, S*N]` when given).
 
         Patch queries are never biased, so they attend with no mask (or their causal rows);

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
-
 import torch
 from torch import nn
 
 from geometry.aggregator import Aggregator, AggregatorOutput
 from geometry.config import GeometryConfig
 from geometry.heads import CameraHead, DPTHead, TrackHead
-from geometry.kv_cache import KVCache
-from geometry.streaming import Frame, FrameWriter, GeometryStream, run_stream
+from geometry.layers.kv_cache import KVCache
 
 
 class GeometryModel(nn.Module):
@@ -51,14 +47,6 @@ class GeometryModel(nn.Module):
             tracks, vis, conf = self.track_head(agg, query_points)
             out.update(track=tracks[-1], track_list=tracks, vis=vis, track_conf=conf)
         return out
-
-    def stream(self, frames: Iterable[Frame], frame_writer: FrameWriter | None = None) -> list[dict[str, Any]]:
-        """Streaming inference over `frames`, one time step each (`[B, V, 3, H, W]` or legacy
-        `[B, 3, H, W]`, or a mapping with "images"), with the config's cache budgets; returns the
-        per-step predictions and calls `frame_writer(i, frame, predictions)` (see `GeometryStream`)."""
-        c = self.config
-        stream = GeometryStream(self, c.stream_budget, c.stream_camera_budget, c.stream_rotated_keys)
-        return run_stream(stream, frames, frame_writer)
 
     def heads(self, agg: AggregatorOutput, static_cameras: bool | None = None,
               camera_caches: list[KVCache] | None = None) -> dict[str, torch.Tensor]:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from geometry.kv_cache import CacheGroup, KVCache
+from geometry.layers.kv_cache import CacheGroup, KVCache
 
 if TYPE_CHECKING:
     from geometry.model import GeometryModel
@@ -133,6 +133,16 @@ class GeometryStream:
         return step
 
 
+def stream_model(model: GeometryModel, frames: Iterable[Frame],
+                 frame_writer: FrameWriter | None = None) -> list[dict[str, Any]]:
+    """Streaming inference over `frames`, one time step each (`[B, V, 3, H, W]` or legacy
+    `[B, 3, H, W]`, or a mapping with "images"), with the model config's cache budgets; returns
+    the per-step predictions and calls `frame_writer(i, frame, predictions)` after each step."""
+    c = model.config
+    return run_stream(GeometryStream(model, c.stream_budget, c.stream_camera_budget, c.stream_rotated_keys),
+                      frames, frame_writer)
+
+
 def run_stream(stream: GeometryStream, frames: Iterable[Frame], frame_writer: FrameWriter | None = None) -> list[dict[str, Any]]:
     """Step `stream` through `frames` (tensors, or mappings with "images" and optional
     "intrinsics"/"extrinsics"); calls `frame_writer(i, frame, predictions)` after each step and
@@ -151,4 +161,4 @@ def run_stream(stream: GeometryStream, frames: Iterable[Frame], frame_writer: Fr
     return results
 
 
-__all__ = ["GeometryStream", "camera_budget_for", "run_stream"]
+__all__ = ["GeometryStream", "camera_budget_for", "run_stream", "stream_model"]

@@ -9,7 +9,7 @@ from torch import nn
 from geometry.aggregator import AggregatorOutput
 from geometry.causal import time_causal_mask
 from geometry.heads.activations import activate_pose
-from geometry.kv_cache import KVCache
+from geometry.layers.kv_cache import KVCache
 from geometry.layers import Block, Mlp
 
 POSE_DIM = 9

@@ -8,17 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geometry.layers.masks import GroupMasks
 from geometry.layers.norm import LayerNorm
 from geometry.layers.rope import RotaryPositionEmbedding2D, RotaryTables
 
 if TYPE_CHECKING:
-    from geometry.kv_cache import KVCache
+    from geometry.layers.kv_cache import KVCache
 
 KV = tuple[torch.Tensor, torch.Tensor]
-GroupMasks = list[tuple[torch.Tensor, torch.Tensor | None]]
-"""Per-query-group masks: (query indices `[n_g]`, mask broadcastable to `[B, heads, n_g, N_kv]` or
-None); the groups partition the queries. A streaming cache uses it to bias a few query kinds with
-one key row each instead of a dense `[n, N_kv]` bias."""
 
 
 def grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, groups: GroupMasks) -> torch.Tensor:
@@ -37,7 +34,7 @@ class Attention(nn.Module):
     query group). `pos` are RoPE positions or precomputed `RotaryTables`. `past_kv` (k, v of earlier tokens,
     `[B, heads, M, D]`, already normalised and rotated) is prepended to this call's keys/values,
     and `return_kv=True` also returns the full (k, v) so a caller can keep a cache. `cache` (a
-    `geometry.kv_cache.KVCache`, streaming) instead appends this call's k/v to the cache in place
+    `geometry.layers.kv_cache.KVCache`, streaming) instead appends this call's k/v to the cache in place
     and attends over everything cached; the cache supplies the mask (a tensor or `GroupMasks`).
     """
 

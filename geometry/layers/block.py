@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from geometry.layers.attention import KV, Attention, GroupMasks
+from geometry.layers.attention import KV, Attention
+from geometry.layers.masks import GroupMasks
 from geometry.layers.mlp import Mlp
 from geometry.layers.norm import LayerNorm
 from geometry.layers.rope import RotaryPositionEmbedding2D, RotaryTables
 
 if TYPE_CHECKING:
-    from geometry.kv_cache import KVCache
+    from geometry.layers.kv_cache import KVCache
 
 
 class LayerScale(nn.Module):

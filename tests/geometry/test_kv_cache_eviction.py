@@ -1,12 +1,13 @@
-"""Eviction and budgets of the streaming KV cache on hand-built keys (geometry.eviction, kv_cache)."""
+"""Eviction and budgets of the streaming KV cache on hand-built keys (geometry.layers.eviction, kv_cache)."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from geometry.dynamics_mask import query_groups, query_strengths, suppression_bias
-from geometry.eviction import compaction_moves, keep_mask, similarity_scores, split_budget
-from geometry.kv_cache import CacheGroup, KVCache
+from geometry.dynamics_mask import query_groups, query_strengths
+from geometry.layers.eviction import compaction_moves, keep_mask, similarity_scores, split_budget
+from geometry.layers.kv_cache import CacheGroup, KVCache
+from geometry.layers.masks import suppression_bias
 from geometry.layers.attention import grouped_attention
 
 

@@ -5,7 +5,7 @@ import torch
 
 from geometry import GeometryModel, make_config
 from geometry.aggregator import time_indices
-from geometry.streaming import GeometryStream, camera_budget_for
+from geometry.streaming import GeometryStream, camera_budget_for, stream_model
 
 SIZE = 32
 FRAME_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf")
@@ -163,18 +163,18 @@ def test_stream_longer_than_max_time_steps_clamps_the_time_index():
         model(images)
 
 
-def test_model_stream_calls_frame_writer_in_order(model):
+def test_stream_model_calls_frame_writer_in_order(model):
     images = clip(T=3, V=2, seed=7)
     frames = [{"images": images[:, t]} for t in range(3)]
     written = []
-    results = model.stream(frames, frame_writer=lambda i, frame, pred: written.append((i, frame, pred)))
+    results = stream_model(model, frames, frame_writer=lambda i, frame, pred: written.append((i, frame, pred)))
     assert [w[0] for w in written] == [0, 1, 2]
     assert all(w[1] is f and w[2] is r for w, f, r in zip(written, frames, results))
     manual = GeometryStream(model)
     for t in range(3):
         torch.testing.assert_close(results[t]["depth"], manual.step(images[:, t])["depth"], atol=0, rtol=0)
     with pytest.raises(ValueError, match="without 'images'"):
-        model.stream([{"img": images[:, 0]}])
+        stream_model(model, [{"img": images[:, 0]}])
 
 
 def test_cached_aggregator_forward_takes_one_time_step(model):

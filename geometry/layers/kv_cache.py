@@ -6,9 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from geometry.dynamics_mask import suppression_bias
-from geometry.eviction import compaction_moves, keep_mask, similarity_scores, split_budget
-from geometry.layers.attention import GroupMasks
+from geometry.layers.eviction import compaction_moves, keep_mask, similarity_scores, split_budget
+from geometry.layers.masks import GroupMasks, suppression_bias
 
 PrepareKeys = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
 QueryStrengths = list[tuple[torch.Tensor, torch.Tensor | float | None]]
@@ -19,7 +18,7 @@ class KVCache:
 
     Rows R are the layer's attention groups (B for global attention, B*V for temporal frame
     attention: `rows_per_sample` = V). Buffers are preallocated and grow geometrically; a step
-    appends in place and eviction fills holes in place (`geometry.eviction.compaction_moves`), so
+    appends in place and eviction fills holes in place (`geometry.layers.eviction.compaction_moves`), so
     no step copies the whole cache. The first append's tokens are the anchors.
 
     Key layout (`rotated`): True stores keys after q/k norm and RoPE, as attention uses them. We
@@ -32,7 +31,7 @@ class KVCache:
     With `key_mask=True` the cache also keeps each key's dynamics-mask value (global attention
     after stage 1); `stage_key_mask` hands the next step's values and query groups to `update`,
     which then returns per query group the additive bias `log(1 - s * m_k)` as one row
-    `[R, H, 1, length]` (see `geometry.layers.attention.GroupMasks`): the bias costs O(length) a
+    `[R, H, 1, length]` (see `geometry.layers.masks.GroupMasks`): the bias costs O(length) a
     step, not O(queries x length).
     """
 
@@ -131,7 +130,7 @@ class KVCache:
 
 
 class CacheGroup:
-    """Caches that share one token budget, split by `geometry.eviction.split_budget`.
+    """Caches that share one token budget, split by `geometry.layers.eviction.split_budget`.
 
     `total=None` is unbounded (nothing is ever evicted). `scores` holds each layer's last mean
     similarity score (0 until the layer first evicts, i.e. an even split).
