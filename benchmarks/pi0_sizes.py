@@ -3,7 +3,7 @@
 LeRobot's pi0 names its two Gemmas by variant (``gemma_2b`` for PaliGemma's language model,
 ``gemma_300m`` for the action expert) and looks their sizes up in ``get_gemma_config``; SigLIP's
 size is fixed where PaliGemma is built. :func:`pi0_sizes` swaps that size table (and SigLIP's
-size) while it is open, as ``scripts/bench_anchors.toy_pi_sizes`` does; every LeRobot class stays
+size) while it is open, as ``perf/bench_anchors.toy_pi_sizes`` does; every LeRobot class stays
 as it is. Training and evaluation must both open it (``benchmarks.lerobot_runner`` does), since
 a checkpoint's config still names the variants.
 

@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from policies.figures import save_figure  # noqa: E402
 from policies.modeling_geovla import GeoVLAPolicy  # noqa: E402
 from envs.tabletop.env import TASKS  # noqa: E402
 from policies.rollout import DEFAULT_SEED, env_factory, evaluate_policy  # noqa: E402
@@ -67,15 +68,6 @@ def plot_results(results: dict[str, Any], path: Path) -> Path:
     swap = " (instruction swapped)" if results["swap_instruction"] else ""
     curve.set_title(f"{results['env']}{swap}: {results['success_rate']:.0%} success")
     return save_figure(fig, path)
-
-
-def save_figure(fig: plt.Figure, path: Path) -> Path:
-    """Write ``fig`` to ``path`` (folders made as needed) and close it."""
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

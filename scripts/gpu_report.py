@@ -1,7 +1,7 @@
 """Every GPU figure of the project in one command: benchmarks as subprocesses, one JSON report.
 
 Runs, each in its own process (a crash or an out-of-memory in one leaves the others), the
-benchmarks that need a GPU and checks their figures against the project's targets:
+benchmarks of ``perf/`` that need a GPU and checks their figures against the project's targets:
 
 - ``render``: ``compare_gsplat.py`` (CPU rasteriser vs gsplat, 2000 Gaussians, 3 views) and
   ``bench_voxel.py`` (voxelisation, render times, gsplat vs CPU-rasteriser speed ratio);
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-SCRIPTS = Path(__file__).resolve().parent
+PERF = Path(__file__).resolve().parents[1] / "perf"
 TARGETS = {"small_ms": 15.0, "full_ms": 50.0, "small_mfu": 0.35}
 ANCHORS = ("pi0", "pi05", "smolvla")  # LeRobot's policies that the anchors job times geovla against
 
@@ -97,12 +97,12 @@ def expand(jobs: list[str]) -> list[str]:
 
 def run_job(script: str, arguments: list[str], timeout: float, log: TextIO) -> dict[str, Any]:
     """One benchmark in a subprocess: its JSON (stdout), exit code, seconds and last stderr lines."""
-    command = [sys.executable, str(SCRIPTS / script), *arguments]
+    command = [sys.executable, str(PERF / script), *arguments]
     log.write(f"\n===== {' '.join(command)}\n")
     log.flush()
     start = time.perf_counter()
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=SCRIPTS.parent)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=PERF.parent)
         code, stdout, stderr = done.returncode, done.stdout, done.stderr
     except subprocess.TimeoutExpired as stopped:  # its output so far, as bytes or str
         stdout, stderr = (s.decode() if isinstance(s, bytes) else s or "" for s in (stopped.stdout, stopped.stderr))

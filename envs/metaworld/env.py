@@ -4,7 +4,7 @@
 and renders several cameras with depth and camera ground truth. Rendering uses a second,
 render-only copy of the MetaWorld model whose high-poly arm meshes are simplified and whose
 state follows the simulation every step; :class:`RenderSettings` lists what is turned off and
-``scripts/bench_metaworld_render.py`` what each setting costs.
+``perf/bench_metaworld_render.py`` what each setting costs.
 
 Experts are MetaWorld's scripted policies (``metaworld.policies.ENV_POLICY_MAP``), which act on
 the privileged 39-d MetaWorld state (:attr:`MetaWorldEnv.state`): :func:`make_metaworld_expert`.

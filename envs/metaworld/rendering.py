@@ -1,7 +1,7 @@
 """Rendering MetaWorld cheaply on a software rasteriser: a render-only copy of the model with simplified
 arm meshes, one draw for colour and depth, and the 180-degree turn of the corner cameras.
 
-``scripts/bench_metaworld_render.py`` measures what each setting of :class:`RenderSettings` costs.
+``perf/bench_metaworld_render.py`` measures what each setting of :class:`RenderSettings` costs.
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ def test_wrist_camera_moves_with_the_hand(geo_env):
 
 @pytest.mark.parametrize("task", ["reach", "pick", "intercept"])
 def test_scripted_expert_succeeds(task):
-    """A short seeded set here; scripts/eval_expert.py runs 100 episodes per family."""
+    """A short seeded set here; studies/eval_expert.py runs 100 episodes per family."""
     env = gym.make(envs.TABLETOP_ID, task=task, image_size=32, cameras=("front",))
     expert = envs.make_expert(env)
     successes = 0

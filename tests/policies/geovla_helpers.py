@@ -17,7 +17,7 @@ from policies.configuration_geovla import GeoVLAConfig
 from policies.modeling_geovla import GeoVLAPolicy
 from policies.processor_geovla import make_geovla_pre_post_processors
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+ROOT = Path(__file__).resolve().parents[2]
 IMAGE_SIZE = 32
 CAMERAS = ("front", "left", "right", "wrist")
 
@@ -44,11 +44,13 @@ def make_policy(meta: LeRobotDatasetMetadata, seed: int = 0, **overrides: Any) -
     return policy
 
 
-def load_script(name: str) -> ModuleType:
-    """``scripts/<name>.py`` as a module (scripts import their neighbours, so scripts/ goes on the path)."""
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location(f"{name}_script", SCRIPTS / f"{name}.py")
+def load_script(path: str) -> ModuleType:
+    """``<path>.py`` of the repository (e.g. ``"scripts/eval_policy"``) as a module; its folder goes
+    on the path, since scripts import their neighbours."""
+    file = ROOT / f"{path}.py"
+    if str(file.parent) not in sys.path:
+        sys.path.insert(0, str(file.parent))
+    spec = importlib.util.spec_from_file_location(f"{file.stem}_script", file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

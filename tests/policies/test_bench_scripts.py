@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from geovla_helpers import SCRIPTS, load_script
+from geovla_helpers import ROOT, load_script
 
 
 def test_bench_policy_reports_latency_breakdown_and_memory(tmp_path):
     out = tmp_path / "policy.json"
-    report = load_script("bench_policy").main([
+    report = load_script("perf/bench_policy").main([
         "--image-size", "32", "--threads", "1", "--warmup", "1", "--calls", "3", "--breakdown-calls", "2",
         "--out", str(out),
     ])
@@ -30,11 +30,11 @@ def test_bench_policy_reports_latency_breakdown_and_memory(tmp_path):
     assert kernels["attention"] + kernels["matmul"] < latency["median"]
     assert report["peak_memory_mb"] > 0
     assert len(report["chunk"]) == 10 and len(report["chunk"][0]) == 4
-    assert Path(report["source"]) == SCRIPTS.parent
+    assert Path(report["source"]) == ROOT
 
 
 def test_bench_policy_sorts_kernels_from_their_wrappers():
-    op_kind = load_script("bench_policy").op_kind
+    op_kind = load_script("perf/bench_policy").op_kind
     assert op_kind("aten::_scaled_dot_product_flash_attention_for_cpu") == "attention"
     assert op_kind("aten::_scaled_dot_product_efficient_attention") == "attention"
     assert op_kind("aten::addmm") == op_kind("aten::mkldnn_convolution") == "matmul"
@@ -43,7 +43,7 @@ def test_bench_policy_sorts_kernels_from_their_wrappers():
 
 
 def test_bench_policy_pairs_a_compiled_run_with_an_eager_one():
-    side_arguments = load_script("bench_policy").side_arguments
+    side_arguments = load_script("perf/bench_policy").side_arguments
     argv = ["--threads", "1", "--compile", "--compile-mode", "max-autotune", "--paired", "/tmp/old",
             "--paired-eager", "--rounds=4", "--out", "r.json"]
     other, this = side_arguments(argv, paired_eager=True)
@@ -54,7 +54,7 @@ def test_bench_policy_pairs_a_compiled_run_with_an_eager_one():
 
 
 def test_bench_train_reports_throughput_memory_and_flops():
-    report = load_script("bench_train").main([
+    report = load_script("perf/bench_train").main([
         "--image-size", "32", "--threads", "1", "--batch", "2", "--warmup", "1", "--steps", "1",
         "--lora-rank", "4", "--grad-checkpointing",
     ])
@@ -75,7 +75,7 @@ TOY_ANCHORS = ["--toy", "--image-size", "64", "--chunk-size", "10", "--threads",
 def test_bench_anchors_times_lerobot_pi0_pi05_smolvla_next_to_geovla(capsys):
     """LeRobot's three policies at toy sizes and geovla tiny in one run: one JSON on stdout (LeRobot's
     prints go to stderr), the token counts each one's processor would give it, pi0 as the reference."""
-    script = load_script("bench_anchors")
+    script = load_script("perf/bench_anchors")
     report = script.main(["--policies", "pi0", "pi05", "smolvla", "geovla-tiny", "--calls", "2", "--warmup", "1",
                           *TOY_ANCHORS])
     assert json.loads(capsys.readouterr().out) == report
@@ -101,7 +101,7 @@ def test_bench_anchors_runs_lerobots_own_classes_on_their_inputs(tmp_path):
     from lerobot.policies.pi05.modeling_pi05 import PI05Policy
     from lerobot.policies.smolvla.modeling_smolvla import SmolVLAPolicy
 
-    script = load_script("bench_anchors")
+    script = load_script("perf/bench_anchors")
     args = script.parse_args(TOY_ANCHORS)
     generator = torch.Generator().manual_seed(0)
     for name, policy_class in (("pi0", PI0Policy), ("pi05", PI05Policy), ("smolvla", SmolVLAPolicy)):
@@ -124,7 +124,7 @@ def test_bench_anchors_runs_lerobots_own_classes_on_their_inputs(tmp_path):
 
 
 def test_bench_anchors_refuses_a_chunk_of_the_wrong_shape_or_not_finite():
-    script = load_script("bench_anchors")
+    script = load_script("perf/bench_anchors")
     script.check_chunk(object(), torch.zeros(1, 10, 4), 10)
     with pytest.raises(SystemExit, match=r"expected \(1, 10, 4\)"):
         script.check_chunk(object(), torch.zeros(1, 10, 3), 10)
@@ -139,7 +139,7 @@ def test_bench_anchors_full_sizes_are_the_published_ones(tmp_path):
     each, in place of a scale); LeRobot also builds two vocabulary heads that a policy never uses
     (PaliGemma's, untied from its embeddings, and the expert's). SmolVLA on SmolVLM2-500M's shape,
     cut to its 16 layers with its 0.75-wide expert, has its published 450M."""
-    script = load_script("bench_anchors")
+    script = load_script("perf/bench_anchors")
     args = script.parse_args([])
     parts = {}
     for name in script.PI_POLICIES:
@@ -166,7 +166,7 @@ def test_gpu_report_isolates_jobs_and_collects_them_in_one_report(tmp_path):
     """``--quick`` on the CPU: each benchmark runs in its own process and lands in report.json;
     the gsplat comparison, CUDA-only, fails with its reason and the other jobs still run. The
     anchors job times LeRobot's pi0, pi05 and smolvla at toy sizes in bfloat16 next to geovla."""
-    report = load_script("gpu_report").main(["--device", "cpu", "--quick", "--jobs", "render", "anchors",
+    report = load_script("scripts/gpu_report").main(["--device", "cpu", "--quick", "--jobs", "render", "anchors",
                                              "train_full_lora", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "report.json").read_text()) == report
     jobs = report["jobs"]
@@ -183,7 +183,7 @@ def test_gpu_report_isolates_jobs_and_collects_them_in_one_report(tmp_path):
 
 
 def test_gpu_report_stops_a_job_at_its_time_limit(tmp_path):
-    report = load_script("gpu_report").main(["--device", "cpu", "--quick", "--jobs", "voxel", "--job-timeout", "0.5",
+    report = load_script("scripts/gpu_report").main(["--device", "cpu", "--quick", "--jobs", "voxel", "--job-timeout", "0.5",
                                              "--out", str(tmp_path)])
     job = report["jobs"]["voxel"]
     assert job["exit_code"] is None and job["error"][-1] == "stopped after 0.5 s" and job["seconds"] < 30
@@ -191,7 +191,7 @@ def test_gpu_report_stops_a_job_at_its_time_limit(tmp_path):
 
 
 def test_gpu_report_takes_groups_or_single_jobs():
-    script = load_script("gpu_report")
+    script = load_script("scripts/gpu_report")
     args = script.parse_args(["--out", "x", "--jobs", "train", "voxel", "train_small"])
     assert script.expand(args.jobs) == ["train_small", "train_full_lora", "voxel"]
     with pytest.raises(SystemExit):
@@ -199,7 +199,7 @@ def test_gpu_report_takes_groups_or_single_jobs():
 
 
 def test_gpu_report_checks_the_best_latency_and_the_mfu_against_the_targets():
-    script = load_script("gpu_report")
+    script = load_script("scripts/gpu_report")
     results = {
         "policy_small": {"exit_code": 0, "report": {"latency_ms": {"median": 18.0}}},
         "policy_small_compiled": {"exit_code": 0, "report": {"latency_ms": {"median": 9.5}}},

@@ -1,5 +1,5 @@
 """``DelayedChunkExecutor``: which chunk and index each step executes under an inference delay,
-what real-time chunking is told, and ``scripts/eval_rtc.py`` end to end on a random policy."""
+what real-time chunking is told, and ``studies/eval_rtc.py`` end to end on a random policy."""
 
 from __future__ import annotations
 
@@ -80,7 +80,7 @@ def test_wilson_interval():
 
 def test_eval_rtc_script(tmp_path):
     policy_dir = _saved_random_policy(tmp_path / "policy")
-    results = load_script("eval_rtc").main([
+    results = load_script("studies/eval_rtc").main([
         "--policy", str(policy_dir), "--delays", "0", "2", "--episodes", "2", "--max-steps", "12",
         "--batch-size", "2", "--out", str(tmp_path / "rtc"),
     ])

@@ -1,4 +1,4 @@
-"""``scripts/eval_flow_steps.py``: one evaluation per flow-step count, and the sampler really runs
+"""``studies/eval_flow_steps.py``: one evaluation per flow-step count, and the sampler really runs
 that many expert steps per chunk (a random policy: success itself is not tested)."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _saved_random_policy(directory: Path) -> Path:
 def test_flow_steps_change_the_sampler_and_json_is_written(tmp_path):
     policy_dir = _saved_random_policy(tmp_path / "policy")
     out = tmp_path / "flow.json"
-    report = load_script("eval_flow_steps").main([
+    report = load_script("studies/eval_flow_steps").main([
         "--policy", str(policy_dir), "--steps", "4", "2", "--episodes", "1", "--max-steps", "6",
         "--out", str(out),
     ])

@@ -29,7 +29,7 @@ def saved_policy(dataset_meta, tmp_path_factory) -> Path:
 
 def test_script_writes_results_video_and_plot(saved_policy, tmp_path):
     out = tmp_path / "out"
-    results = load_script("eval_policy").main([
+    results = load_script("scripts/eval_policy").main([
         "--policy", str(saved_policy), "--env", "builtin", "--task", "reach", "--episodes", "2",
         "--max-steps", "6", "--videos", "1", "--out", str(out), "--batch-size", "2",
     ])
@@ -48,7 +48,7 @@ def test_script_writes_results_video_and_plot(saved_policy, tmp_path):
 
 
 def test_script_runs_the_policy_with_bfloat16_weights(saved_policy, tmp_path):
-    results = load_script("eval_policy").main([
+    results = load_script("scripts/eval_policy").main([
         "--policy", str(saved_policy), "--env", "builtin", "--episodes", "1", "--max-steps", "3", "--videos", "0",
         "--out", str(tmp_path), "--dtype", "bfloat16",
     ])

@@ -72,7 +72,7 @@ def test_script_config_reads_exponent_floats_and_nested_overrides(tmp_path):
 
     config_file = tmp_path / "run.yaml"
     config_file.write_text("dataset_root: d\noutput_dir: o\npolicy:\n  optimizer_lr: 3e-4\n")
-    cfg = load_script("train_policy").load_config(str(config_file), ["steps=7", "policy.scheduler_decay_lr=1e-5",
+    cfg = load_script("scripts/train_policy").load_config(str(config_file), ["steps=7", "policy.scheduler_decay_lr=1e-5",
                                                                       "policy.tokenizer=word"])
     assert cfg.steps == 7
     assert cfg.policy == {"optimizer_lr": 3e-4, "scheduler_decay_lr": 1e-5, "tokenizer": "word"}
@@ -83,7 +83,7 @@ def test_the_demo_config_trains_voxel_tokens_on_raw_state_and_actions(dataset_ro
     from geovla_helpers import load_script
 
     demo_config = Path(__file__).parents[2] / "configs" / "demo_reach_tiny.yaml"
-    cfg = load_script("train_policy").load_config(
+    cfg = load_script("scripts/train_policy").load_config(
         str(demo_config), [f"dataset_root={dataset_root}", f"output_dir={tmp_path / 'demo'}", "steps=2",
                            "batch_size=4", "save_every=2"])
     policy = GeoVLAPolicy.from_pretrained(train(cfg, progress=False)["final_dir"])

@@ -1,4 +1,4 @@
-"""``scripts/probe_fusion_grounding.py``: synthetic scenes match the expert, and the probe trains."""
+"""``studies/probe_fusion_grounding.py``: synthetic scenes match the expert, and the probe trains."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from vla.tokenizer import make_file_free_tokenizer
 
 
 def test_synthetic_targets_are_the_reach_experts_first_move():
-    probe = load_script("probe_fusion_grounding")
+    probe = load_script("studies/probe_fusion_grounding")
     scenes = probe.SyntheticScenes(make_file_free_tokenizer("word"), distractors=5)
     scene = scenes.sample(8, torch.Generator().manual_seed(0))
     assert scene["xyz"].shape == (8, 8, 3) and scene["rgb"].shape == (8, 8, 3)
@@ -22,7 +22,7 @@ def test_synthetic_targets_are_the_reach_experts_first_move():
 
 def test_the_probe_lowers_the_flow_matching_loss():
     torch.set_num_threads(1)
-    result = load_script("probe_fusion_grounding").run_probe(steps=40, bidirectional=True, distractors=10,
+    result = load_script("studies/probe_fusion_grounding").run_probe(steps=40, bidirectional=True, distractors=10,
                                                             evaluations=2)
     first, last = result["curve"][0], result["curve"][-1]
     assert [p["step"] for p in result["curve"]] == [20, 40]

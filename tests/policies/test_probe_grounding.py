@@ -1,4 +1,4 @@
-"""``scripts/probe_grounding.py``: the cosine and the pointing rate, checked on a policy with a
+"""``studies/probe_grounding.py``: the cosine and the pointing rate, checked on a policy with a
 known heading."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ class _FixedHeading:
 @pytest.mark.parametrize("heading", [(1.0, 0.0), (0.0, -1.0)])
 def test_probe_matches_a_direct_computation(heading):
     policy = _FixedHeading(heading)
-    report = load_script("probe_grounding").probe_grounding(policy, scenes=6, seed=100, samples=2)
+    report = load_script("studies/probe_grounding").probe_grounding(policy, scenes=6, seed=100, samples=2)
 
     env = gym.make(envs.TABLETOP_ID, task="reach", image_size=32, cameras=("front",))
     scene, cosines, hits = env.unwrapped, [], 0

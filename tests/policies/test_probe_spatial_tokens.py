@@ -1,4 +1,4 @@
-"""``scripts/probe_spatial_tokens.py``: the ridge probe recovers a linear code and finds none in
+"""``studies/probe_spatial_tokens.py``: the ridge probe recovers a linear code and finds none in
 noise, and the script probes a saved policy's aggregator tokens against the patch-position control."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 from geovla_helpers import load_script, make_policy
 
-probe_script = load_script("probe_spatial_tokens")
+probe_script = load_script("studies/probe_spatial_tokens")
 
 
 def test_the_probe_reads_a_linear_code_and_nothing_from_noise():

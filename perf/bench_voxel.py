@@ -7,8 +7,8 @@ forward + backward) of one Gaussian per voxel into every camera, and the two-pas
 rasteriser speed ratio (both on the GPU tensors). Times are medians over `--repeats` after one
 warm-up.
 
-    MUJOCO_GL=egl python scripts/bench_voxel.py
-    MUJOCO_GL=egl python scripts/bench_voxel.py --device cuda --targets 2048 8192
+    MUJOCO_GL=egl python perf/bench_voxel.py
+    MUJOCO_GL=egl python perf/bench_voxel.py --device cuda --targets 2048 8192
 """
 
 from __future__ import annotations

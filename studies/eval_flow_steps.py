@@ -1,6 +1,6 @@
 """Success rate vs flow-matching steps: the quality cost of sampling with fewer Euler steps.
 
-    python scripts/eval_flow_steps.py --policy outputs/demo/policy --steps 10 5 3 --episodes 50
+    python studies/eval_flow_steps.py --policy outputs/demo/policy --steps 10 5 3 --episodes 50
 
 Evaluates a saved policy on the built-in task once per step count (``policies.rollout.
 evaluate_policy``; every step count sees the same seeds, so the comparison is paired) and

@@ -3,8 +3,8 @@
 Prints one JSON object: per preset the prefix time, the time of one cached denoising step, the
 total sampling time with and without the prefix cache, and the speed-up.
 
-    python scripts/bench_action_expert.py                                   # tiny, CPU, float32
-    python scripts/bench_action_expert.py --device cuda --presets small full   # bf16 on a GPU
+    python perf/bench_action_expert.py                                   # tiny, CPU, float32
+    python perf/bench_action_expert.py --device cuda --presets small full   # bf16 on a GPU
 """
 
 import argparse

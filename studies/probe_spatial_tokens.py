@@ -1,7 +1,7 @@
 """Do the geometry aggregator's tokens know where things are? A linear probe of 3D positions.
 
-    python scripts/probe_spatial_tokens.py --policy outputs/demo/policy --scenes 200
-    python scripts/probe_spatial_tokens.py --policy outputs/demo/policy --random-init   # the control
+    python studies/probe_spatial_tokens.py --policy outputs/demo/policy --scenes 200
+    python studies/probe_spatial_tokens.py --policy outputs/demo/policy --random-init   # the control
 
 For each built-in scene (seeds from ``--seed``), the policy's geometry aggregator reads the first
 observation; for every object, the last-layer token of the ``--camera`` patch its centre projects

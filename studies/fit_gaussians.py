@@ -2,7 +2,7 @@
 camera images; prints JSON (render L1 / PSNR before and after, voxel count, time) and saves a PNG
 with one row per camera: ground truth | initial render | fitted render | |error| x4.
 
-    MUJOCO_GL=egl python scripts/fit_gaussians.py --voxels 3000 --steps 150 --out outputs/fit_gaussians.png
+    MUJOCO_GL=egl python studies/fit_gaussians.py --voxels 3000 --steps 150 --out outputs/fit_gaussians.png
 """
 
 from __future__ import annotations

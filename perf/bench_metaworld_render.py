@@ -1,6 +1,6 @@
 """Per-step cost of MetaWorld with every camera rendered with depth, setting by setting, as JSON.
 
-    MUJOCO_GL=egl python scripts/bench_metaworld_render.py --rounds 6 --steps 4
+    MUJOCO_GL=egl python perf/bench_metaworld_render.py --rounds 6 --steps 4
 
 A step is the MetaWorld step plus colour and depth of every camera. The first rows render with
 ``mujoco.Renderer`` (one for colour, one for depth) the way a plain wrapper does, starting from

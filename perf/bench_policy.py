@@ -27,10 +27,10 @@ median wall and CPU times), the speed-up of the fastest call (the least disturbe
 processes), and the largest difference between the two sides' chunks. With ``--paired-eager`` the
 other side runs without ``--compile``.
 
-    python scripts/bench_policy.py --threads 1                                  # tiny, CPU, 64 px
-    python scripts/bench_policy.py --threads 1 --paired /tmp/geovla_baseline --rounds 3
-    python scripts/bench_policy.py --threads 1 --compile --paired /tmp/geovla_baseline --paired-eager
-    python scripts/bench_policy.py --device cuda --preset small --dtype bfloat16
+    python perf/bench_policy.py --threads 1                                  # tiny, CPU, 64 px
+    python perf/bench_policy.py --threads 1 --paired /tmp/geovla_baseline --rounds 3
+    python perf/bench_policy.py --threads 1 --compile --paired /tmp/geovla_baseline --paired-eager
+    python perf/bench_policy.py --device cuda --preset small --dtype bfloat16
 """
 
 from __future__ import annotations

@@ -5,8 +5,8 @@ peak resident memory of the forward (`ru_maxrss` after it minus before it) is it
 are the median and minimum over `--repeats` forwards after one warm-up. CUDA (`--device cuda`,
 `small`/`full`): CUDA-event timing after warm-up and `torch.cuda.max_memory_allocated`.
 
-    python scripts/bench_geometry.py
-    python scripts/bench_geometry.py --device cuda --preset full --frames 2 4 8 16 --dtype bfloat16
+    python perf/bench_geometry.py
+    python perf/bench_geometry.py --device cuda --preset full --frames 2 4 8 16 --dtype bfloat16
 """
 
 from __future__ import annotations

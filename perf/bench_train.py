@@ -18,9 +18,9 @@ peak, 790 TFLOP/s, is the H100's measured dense bf16 matrix rate, so MFU is repo
 part of the network that supports it: the geometry aggregator and the fused LLM/expert layers
 keep their activations).
 
-    python scripts/bench_train.py --threads 1                         # tiny, CPU, float32
-    python scripts/bench_train.py --device cuda --preset small --dtype bfloat16 --batch 32
-    python scripts/bench_train.py --device cuda --preset full --dtype bfloat16 --lora-rank 16 --grad-checkpointing
+    python perf/bench_train.py --threads 1                         # tiny, CPU, float32
+    python perf/bench_train.py --device cuda --preset small --dtype bfloat16 --batch 32
+    python perf/bench_train.py --device cuda --preset full --dtype bfloat16 --lora-rank 16 --grad-checkpointing
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ while it builds them), smolvla on a 4-layer 64-wide SmolVLM (``SMOLVLM_TOY``).
 Reference points printed with the figures: pi0 takes 73 ms per chunk on an RTX 4090 with 3
 cameras (openpi); the targets on an H100 are geovla ``full`` <= 50 ms and ``small`` <= 15 ms.
 
-    python scripts/bench_anchors.py --device cuda --dtype bfloat16
-    python scripts/bench_anchors.py --toy --policies pi0 pi05 smolvla geovla-tiny --image-size 64 --calls 3
+    python perf/bench_anchors.py --device cuda --dtype bfloat16
+    python perf/bench_anchors.py --toy --policies pi0 pi05 smolvla geovla-tiny --image-size 64 --calls 3
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ from lerobot.configs.types import FeatureType, PolicyFeature
 from lerobot.utils.constants import ACTION, OBS_LANGUAGE_ATTENTION_MASK, OBS_LANGUAGE_TOKENS, OBS_STATE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks.language import SMOLVLM2_500M, write_smolvlm_dir  # noqa: E402
 from bench_policy import ACTION_DIM, STATE_DIM, build_policy, emit, peak_memory_mb, select_device, synchronize  # noqa: E402
 
 PI_POLICIES = ("pi0", "pi05")
@@ -75,14 +76,6 @@ H100_TARGET_MS = {"geovla-full": 50.0, "geovla-small": 15.0}
 INSTRUCTION_TOKENS = 16
 TOKEN_ID_RANGE = 256  # random ids below every vocabulary's size (geovla tiny: bytes)
 
-SMOLVLM2_500M = {
-    "text": {"hidden_size": 960, "intermediate_size": 2560, "num_hidden_layers": 32, "num_attention_heads": 15,
-             "num_key_value_heads": 5, "vocab_size": 49280, "rope_theta": 100000.0,
-             "max_position_embeddings": 8192, "rms_norm_eps": 1e-5},
-    "vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-               "patch_size": 16, "image_size": 512},
-    "scale_factor": 4,
-}
 SMOLVLM_TOY = {
     "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4, "num_attention_heads": 4,
              "num_key_value_heads": 2, "vocab_size": 1024},
@@ -90,8 +83,6 @@ SMOLVLM_TOY = {
                "patch_size": 16, "image_size": 64},
     "scale_factor": 2,
 }
-SMOLVLM_SPECIAL_TOKENS = {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
-                          "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}
 # Both Gemmas of a toy pi0 / pi05 (paligemma and expert attend to each other's keys, so they share
 # heads and depth; 8 query heads as in every pi Gemma variant), and its SigLIP.
 PI_TOY_GEMMA = {"width": 64, "depth": 2, "mlp_dim": 128, "num_heads": 8, "num_kv_heads": 1, "head_dim": 16}
@@ -121,29 +112,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.calls < 2 or args.warmup < 1 or args.cameras < 1:
         p.error("need --calls >= 2, --warmup >= 1 and --cameras >= 1")
     return args
-
-
-def write_smolvlm_dir(directory: Path, shape: dict[str, Any] = SMOLVLM2_500M) -> Path:
-    """A SmolVLM model directory (config and processor, no weights) of ``shape`` for SmolVLA's
-    ``vlm_model_name``; its tokenizer knows only SmolVLM's special tokens (ids are fed directly),
-    named as SmolVLA looks them up (``tokenizer.fake_image_token_id``, ...)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (PreTrainedTokenizerFast, SmolVLMConfig, SmolVLMImageProcessor, SmolVLMProcessor,
-                              SmolVLMVideoProcessor)
-
-    tokens = ["<unk>", "<|endoftext|>", *SMOLVLM_SPECIAL_TOKENS.values()]
-    word_level = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
-    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level, unk_token="<unk>", eos_token="<|endoftext|>",
-                                        pad_token="<|endoftext|>", extra_special_tokens=SMOLVLM_SPECIAL_TOKENS)
-    processor = SmolVLMProcessor(image_processor=SmolVLMImageProcessor(), tokenizer=tokenizer,
-                                 video_processor=SmolVLMVideoProcessor())
-    config = SmolVLMConfig(text_config={"model_type": "llama", **shape["text"]}, vision_config=shape["vision"],
-                           scale_factor=shape["scale_factor"], image_token_id=shape["text"]["vocab_size"] - 1)
-    directory.mkdir(parents=True, exist_ok=True)
-    processor.save_pretrained(directory)
-    config.save_pretrained(directory)
-    return directory
 
 
 def features(cameras: int, size: int) -> tuple[dict[str, PolicyFeature], dict[str, PolicyFeature]]:

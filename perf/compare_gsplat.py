@@ -11,7 +11,7 @@ cut-off or the transmittance at the 1e-4 stop (gsplat composites in float32, the
 accumulates log-transmittance in float64); visibility agreement above 99.9 %; gradient cosine
 similarity above 0.99.
 
-    python scripts/compare_gsplat.py --gaussians 2000 --views 3
+    python perf/compare_gsplat.py --gaussians 2000 --views 3
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Real-time chunking under a simulated inference delay: success and the smoothness of chunk joins.
 
-    python scripts/eval_rtc.py --policy outputs/demo/policy --delays 0 2 3 --episodes 100
+    python studies/eval_rtc.py --policy outputs/demo/policy --delays 0 2 3 --episodes 100
 
 On the built-in task, each chunk arrives ``d`` control steps after the observation it was
 predicted from while the robot keeps executing the chunk in flight
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +30,11 @@ import torch  # noqa: E402
 from lerobot.configs import RTCAttentionSchedule  # noqa: E402
 from lerobot.policies.rtc.configuration_rtc import RTCConfig  # noqa: E402
 
+from policies.figures import save_figure  # noqa: E402
 from policies.intervals import wilson_interval  # noqa: E402
 from policies.modeling_geovla import GeoVLAPolicy  # noqa: E402
 from envs.tabletop.env import TASKS  # noqa: E402
 from policies.rollout import DEFAULT_SEED, env_factory, evaluate_policy  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).parent))
-from eval_policy import save_figure  # noqa: E402
 
 SUMMARY_KEYS = ("delay", "rtc", "success_rate", "success_interval", "boundary_change", "within_chunk_change",
                 "boundaries", "mean_steps", "eval_s")

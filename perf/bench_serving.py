@@ -1,8 +1,8 @@
 """Round-trip latency of the policy server over loopback against the same policy in-process.
 
-    python scripts/bench_serving.py                          # random-weight tiny policy, 3 cameras, 64 px, CPU
-    python scripts/bench_serving.py --policy DIR --calls 100 # a saved policy (with its processors)
-    python scripts/bench_serving.py --device cuda            # both copies of the policy on the GPU
+    python perf/bench_serving.py                          # random-weight tiny policy, 3 cameras, 64 px, CPU
+    python perf/bench_serving.py --policy DIR --calls 100 # a saved policy (with its processors)
+    python perf/bench_serving.py --device cuda            # both copies of the policy on the GPU
 
 Starts ``scripts/serve_policy.py`` in a subprocess on a free loopback port and loads the same
 policy in this process. Each timed call sends the same observation and noise to both (in
@@ -32,7 +32,7 @@ from policies.processor_geovla import make_geovla_pre_post_processors
 from policies.policy_client import PolicyClient
 from policies.wire import encode_message
 
-SERVE_SCRIPT = Path(__file__).with_name("serve_policy.py")
+SERVE_SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "serve_policy.py"
 STATE_DIM = ACTION_DIM = 4
 
 

@@ -1,6 +1,6 @@
 """Built-in task timings, printed as JSON: one multi-camera step, and recording N demonstrations.
 
-    python scripts/bench_env.py --steps 200 --record-episodes 100
+    python perf/bench_env.py --steps 200 --record-episodes 100
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ drifts over a run, `paired` then times the finished stream against a fresh one a
 to "is step N as fast as step 100". `cache_mb` is what the KV-cache buffers hold. The unbounded run
 stops once its memory passes `--memory-cap-mb` (that step is reported too).
 
-    python scripts/bench_streaming.py                       # tiny, CPU, 32 px, 2 views, 1000 steps
-    python scripts/bench_streaming.py --device cuda --preset small     # 224 px (full: 378 px)
+    python perf/bench_streaming.py                       # tiny, CPU, 32 px, 2 views, 1000 steps
+    python perf/bench_streaming.py --device cuda --preset small     # 224 px (full: 378 px)
 """
 
 from __future__ import annotations

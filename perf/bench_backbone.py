@@ -1,8 +1,8 @@
 """Time the FiLM dual-encoder backbone per camera image and print the figures as JSON.
 
-    python scripts/bench_backbone.py                                  # tiny on CPU, float32
-    python scripts/bench_backbone.py --device cuda                    # small and full on a GPU, bfloat16
-    python scripts/bench_backbone.py --device cuda --preset full --batch 8 --cameras 3
+    python perf/bench_backbone.py                                  # tiny on CPU, float32
+    python perf/bench_backbone.py --device cuda                    # small and full on a GPU, bfloat16
+    python perf/bench_backbone.py --device cuda --preset full --batch 8 --cameras 3
 
 Weights are randomly initialised (timing does not depend on them); nothing is downloaded.
 """

@@ -1,7 +1,7 @@
 """Compare the two depth storages of recorded demonstrations: float32 arrays (exact, the default)
 and LeRobot's native depth video stream (``record_demos.py --depth-video``).
 
-    python scripts/compare_depth_storage.py --episodes 5 --image-size 32
+    python perf/compare_depth_storage.py --episodes 5 --image-size 32
 
 Records the same episodes (same seeds) both ways into a temporary folder, reads both back through
 ``envs.recording.open_dataset`` and prints JSON: the error of the depth stream in metres against

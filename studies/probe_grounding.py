@@ -1,6 +1,6 @@
 """Does a policy head for the object its instruction names? An open-loop probe of grounding.
 
-    python scripts/probe_grounding.py --policy outputs/demo/policy --scenes 40
+    python studies/probe_grounding.py --policy outputs/demo/policy --scenes 40
 
 For each built-in ``reach`` scene (seeds from ``--seed``), the policy predicts chunks at the
 first step of the episode; the mean horizontal direction of the first ``--actions`` actions

@@ -12,8 +12,8 @@ steps. Prints JSON (also written to ``--out``): per evaluation, the step, the lo
 held-out scenes, the cosine between the predicted and the true horizontal direction of the first
 moves and the error of the first action.
 
-    python scripts/probe_fusion_grounding.py --steps 800                  # causal prefix
-    python scripts/probe_fusion_grounding.py --steps 800 --bidirectional  # spatial tokens read the instruction
+    python studies/probe_fusion_grounding.py --steps 800                  # causal prefix
+    python studies/probe_fusion_grounding.py --steps 800 --bidirectional  # spatial tokens read the instruction
 """
 
 from __future__ import annotations

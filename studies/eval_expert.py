@@ -1,6 +1,6 @@
 """Success rate of the scripted experts over seeded episodes, printed as JSON.
 
-    python scripts/eval_expert.py --episodes 100
+    python studies/eval_expert.py --episodes 100
 """
 
 from __future__ import annotations
