@@ -77,19 +77,25 @@ def convert_vggt_state_dict(vggt: dict[str, torch.Tensor], model: nn.Module) -> 
     return out
 
 
-def load_vggt_weights(model: nn.Module, checkpoint: str | Path | dict[str, torch.Tensor]) -> list[str]:
-    """Load a VGGT checkpoint (a `.pt`/`.pth`/`.safetensors` file or a state dict) into `model`.
+def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict of a local `.pt`/`.pth`/`.safetensors` file (tensors only, on the CPU)."""
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_vggt_weights(model: nn.Module, checkpoint: str | Path | dict[str, torch.Tensor],
+                      skip_heads: tuple[str, ...] = ()) -> list[str]:
+    """Load a VGGT checkpoint (a `.pt`/`.pth`/`.safetensors` file or a state dict) into `model`,
+    leaving out the checkpoint's `skip_heads` (e.g. `("point_head", "track_head")` for a model
+    built without them).
 
     Returns the model keys not covered by the checkpoint (the new modules, left at init).
     """
-    if isinstance(checkpoint, dict):
-        sd = checkpoint
-    elif str(checkpoint).endswith(".safetensors"):
-        from safetensors.torch import load_file
-
-        sd = load_file(str(checkpoint))
-    else:
-        sd = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    sd = checkpoint if isinstance(checkpoint, dict) else read_checkpoint(checkpoint)
+    sd = {key: value for key, value in sd.items() if key.split(".", 1)[0] not in skip_heads}
     converted = convert_vggt_state_dict(sd, model)
     missing, unexpected = model.load_state_dict(converted, strict=False)
     if unexpected:

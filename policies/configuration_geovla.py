@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from lerobot.configs.policies import PreTrainedConfig
 from lerobot.configs.types import FeatureType, NormalizationMode, PolicyFeature
@@ -22,6 +23,7 @@ SPATIAL_TOKENS = ("patch", "voxel")
 DEPTH_SOURCES = ("sensor", "predicted")
 CAMERA_SOURCES = ("given", "predicted")
 INSTRUCTION_TRUNCATION = ("warn", "error")
+WEIGHT_FILES = ("siglip_weights", "dinov2_weights", "vggt_weights")
 
 
 def workspace_box(values: Sequence[float], name: str = "workspace") -> tuple[float, float, float, float, float, float]:
@@ -110,6 +112,14 @@ class GeoVLAConfig(PreTrainedConfig):
             grounds faster); ignored with ``llm_path``.
         llm_path: local directory of a pretrained HF decoder + tokenizer; None builds the
             preset's LLM from scratch with the file-free ``tokenizer``.
+        siglip_weights, dinov2_weights: local checkpoint files of the two ViTs (timm's key
+            format, or one timm's filters convert: original DINOv2, open_clip SigLIP), read when
+            the policy is first built.
+        vggt_weights: a local VGGT checkpoint (``.pt`` or ``.safetensors``) for the geometry
+            aggregator and its camera and depth heads (the point and track heads, which the
+            policy does not build, are skipped), read when the policy is first built. VGGT-1B
+            fits the ``full`` preset. A saved policy carries all of these in its own weights and
+            is saved with these fields empty, so loading it needs none of the files.
         prefix_causal: causal attention inside the prefix (keeps the LLM's language path).
         allow_missing_cameras: ``predict_action`` masks an absent camera instead of failing.
         freeze: parameter groups kept frozen in training: ``none``, ``vision`` (both ViTs),
@@ -148,6 +158,9 @@ class GeoVLAConfig(PreTrainedConfig):
     instruction_truncation: str = "error"
     tokenizer: str = "byte"
     llm_path: str | None = None
+    siglip_weights: str | None = None
+    dinov2_weights: str | None = None
+    vggt_weights: str | None = None
     prefix_causal: bool = True
     allow_missing_cameras: bool = False
     freeze: str = "none"
@@ -205,6 +218,9 @@ class GeoVLAConfig(PreTrainedConfig):
             raise ValueError("voxel_features=False describes voxel tokens; it needs spatial_tokens='voxel'")
         if self.router not in ROUTER_MODES:
             raise ValueError(f"router must be one of {ROUTER_MODES}, got {self.router!r}")
+        if self.vggt_weights is not None and not self.runs_aggregator:
+            raise ValueError(f"vggt_weights={self.vggt_weights!r} given, but this configuration builds no "
+                             "geometry model (use_geometry=False, or voxel tokens without its features or loss)")
         self.voxel_workspace = workspace_box(self.voxel_workspace, "voxel_workspace")
         if self.instruction_truncation not in INSTRUCTION_TRUNCATION:
             raise ValueError(
@@ -214,6 +230,14 @@ class GeoVLAConfig(PreTrainedConfig):
             raise ValueError(f"tokenizer must be one of {TOKENIZERS}, got {self.tokenizer!r}")
         if self.freeze not in FREEZE_OPTIONS:
             raise ValueError(f"freeze must be one of {FREEZE_OPTIONS}, got {self.freeze!r}")
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Saved with the weight files left out: the saved weights hold what they gave, and the
+        machine that loads the policy need not have them."""
+        if any(getattr(self, name) is not None for name in WEIGHT_FILES):
+            replace(self, **dict.fromkeys(WEIGHT_FILES))._save_pretrained(save_directory)
+        else:
+            super()._save_pretrained(save_directory)
 
     # ---------------------------------------------------------------- LeRobot hooks
     @property

@@ -6,6 +6,7 @@ Everything here works on normalised tensors; LeRobot conventions live in ``model
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -13,8 +14,9 @@ from torch import Tensor, nn
 from geometry.aggregator import AggregatorOutput
 from geometry.losses import geometry_loss
 from geometry.model import GeometryModel
+from geometry.pretrained import load_vggt_weights
 from geometry.pose import extri_intri_to_pose_encoding, pose_encoding_to_extri_intri
-from policies.configuration_geovla import GeoVLAConfig
+from policies.configuration_geovla import WEIGHT_FILES, GeoVLAConfig
 from policies.presets import sub_configs
 from policies.spatial_tokens import SpatialTokens
 from policies.voxel_tokens import VoxelSpatialTokens
@@ -56,11 +58,17 @@ class GeoVLAModel(nn.Module):
     def __init__(self, config: GeoVLAConfig) -> None:
         super().__init__()
         self.config = config
+        for name in WEIGHT_FILES:
+            path = getattr(config, name)
+            if path is not None and not Path(path).is_file():
+                raise FileNotFoundError(f"{name}: no file {path!r} (weights load from local files only)")
         subs = sub_configs(config)
         self.action_model = DeepFusionActionModel(subs.fusion)
         llm_dim = self.action_model.llm_width
         self.backbone = FiLMDualBackbone(replace(subs.backbone, llm_dim=llm_dim))
         self.geometry = GeometryModel(subs.geometry) if subs.geometry is not None else None
+        if config.vggt_weights is not None:
+            load_vggt_weights(self.geometry, config.vggt_weights, skip_heads=("point_head", "track_head"))
         self.spatial = self.voxels = None
         if config.use_geometry and config.spatial_tokens == "voxel":
             predicted = "predicted" in (config.depth_source, config.camera_source)

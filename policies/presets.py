@@ -40,6 +40,8 @@ def sub_configs(config: GeoVLAConfig) -> SubConfigs:
     if config.patch_size is not None:
         backbone = replace(backbone, siglip=_with_patch(backbone.siglip, config.patch_size),
                            dinov2=_with_patch(backbone.dinov2, config.patch_size))
+    backbone = replace(backbone, siglip=replace(backbone.siglip, weights=config.siglip_weights),
+                       dinov2=replace(backbone.dinov2, weights=config.dinov2_weights))
     geometry = None
     if config.runs_aggregator:
         geometry = make_config(
