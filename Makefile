@@ -19,8 +19,9 @@ export TOKENIZERS_PARALLELISM ?= false
 demo: $(STAMP)
 	$(PY) scripts/demo.py
 
+# Two workers (one per core); a test file stays on one worker, so its module fixtures run once.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "make: no Python 3.12 found. Install one (pyenv install 3.12, or your" \
