@@ -10,21 +10,23 @@ from geometry.aggregator import AggregatorOutput
 from geometry.heads.activations import activate_head
 
 
-def uv_position_embedding(channels: int, h: int, w: int, aspect_ratio: float, omega_0: float = 100.0) -> torch.Tensor:
+def uv_position_embedding(channels: int, h: int, w: int, aspect_ratio: float, omega_0: float = 100.0,
+                          device: torch.device | None = None) -> torch.Tensor:
     """Parameter-free sin-cos embedding `[channels, h, w]` of normalised image coordinates.
 
     Coordinates span a box with unit diagonal and the image's aspect ratio: x in
     `±(aspect/diag)·(w-1)/w`, y in `±(1/diag)·(h-1)/h`, diag = sqrt(aspect² + 1). The first half of
     the channels embeds x, the second y, each as `[sin(p·f), cos(p·f)]` over channels/4
     frequencies `omega_0 ** (-k / (channels/4))`. Example: a 1x1 grid gives zeros then ones
-    in each half.
+    in each half. Made on `device` (the CPU by default; named, not taken from a `torch.device`
+    context, which some of torch's reference ops ignore once dynamo has run in the process).
     """
     diag = (aspect_ratio ** 2 + 1) ** 0.5
     span_x, span_y = aspect_ratio / diag, 1 / diag
-    x = torch.linspace(-span_x * (w - 1) / w, span_x * (w - 1) / w, w, dtype=torch.float64)
-    y = torch.linspace(-span_y * (h - 1) / h, span_y * (h - 1) / h, h, dtype=torch.float64)
+    x = torch.linspace(-span_x * (w - 1) / w, span_x * (w - 1) / w, w, dtype=torch.float64, device=device)
+    y = torch.linspace(-span_y * (h - 1) / h, span_y * (h - 1) / h, h, dtype=torch.float64, device=device)
     k = channels // 4
-    freqs = omega_0 ** (-torch.arange(k, dtype=torch.float64) / k)
+    freqs = omega_0 ** (-torch.arange(k, dtype=torch.float64, device=device) / k)
 
     def embed(p: torch.Tensor) -> torch.Tensor:
         ang = p[:, None] * freqs
@@ -145,7 +147,7 @@ class DPTHead(nn.Module):
         """`x` `[n, c, h, w]` + `ratio * uv_position_embedding`, scaled in float32 as VGGT does."""
         if not self.pos_embed:
             return x
-        emb = ratio * uv_position_embedding(x.shape[1], x.shape[2], x.shape[3], aspect_ratio)
+        emb = ratio * uv_position_embedding(x.shape[1], x.shape[2], x.shape[3], aspect_ratio, device=x.device)
         # In x's memory format: the maps are channels-last (the tokens' layout), and a broadcast
         # add between NHWC and NCHW operands is much slower than between like layouts.
         channels_last = x.is_contiguous(memory_format=torch.channels_last)
