@@ -8,7 +8,7 @@ from typing import Any
 
 from policies.intervals import wilson_interval
 
-from benchmarks.policy_specs import SPECS
+from benchmarks.policy_specs import POLICIES, SPECS
 from benchmarks.state import write_json_atomic
 from benchmarks.suites import Suite
 
@@ -122,6 +122,23 @@ def markdown(results: dict[str, Any]) -> str:
                       f"and evaluated on each; `{group} mean` pools its episodes over them."]
     if results["anchors"]:
         lines += ["", results["anchors"]]
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(results: dict[str, Any], policies: list[str] | None = None) -> str:
+    """Success per task (rows) and policy (columns, ``policies`` or the five policies), as
+    ``rate (Wilson 95%)``; a cell not run yet reads ``not run``."""
+    names = policies or list(POLICIES)
+    cells = {(cell["task"], cell["policy"]): cell for cell in results["cells"]}
+    lines = ["| task | " + " | ".join(SPECS[name].label for name in names) + " |",
+             "|---|" + "---|" * len(names)]
+    for task in dict.fromkeys(cell["task"] for cell in results["cells"]):
+        row = []
+        for name in names:
+            cell = cells.get((task, name))
+            low, high = cell["wilson95"] if cell else (0, 0)
+            row.append(f"{cell['success_rate']:.0%} ({low:.0%}-{high:.0%})" if cell else "not run")
+        lines.append(f"| {task} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
