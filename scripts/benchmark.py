@@ -28,9 +28,10 @@ steps, 32-px images), as the tests do:
 The full built-in run: both tasks, 5 policies, 1000 demonstrations per task, 2000 steps at batch
 16, 100 evaluation episodes per cell. On the 2-core CPU it takes about 8 hours (more while other
 jobs share the cores): per task about 10-20 minutes of recording, then per cell 2000 steps at the
-measured (one thread) 0.38 s (SmolVLA), 0.57 s (ACT), 0.72 s (pi0), 0.85 s (Diffusion Policy) and 2.8 s (geovla,
-whose 12 depth and camera keys LeRobot's loader reads one by one) per step on 1000 reach
-demonstrations, i.e. 13 to 95 minutes, and about 5 (reach) to 10 (pick) minutes of evaluation.
+measured (one thread) 0.38 s (SmolVLA), 0.57 s (ACT), 0.72 s (pi0), 0.85 s (Diffusion Policy) and 2.3-2.4 s
+(geovla, with two trainings sharing the cores; about 1 s of it LeRobot's loader turning the depth
+maps into tensors) per step on 1000 demonstrations, i.e. 13 to 80 minutes, and about 1.5 (reach) to
+2.5 (pick) minutes of evaluation for geovla.
 Start it in the background:
 
     nohup nice -n 10 env OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 MUJOCO_GL=egl .venv/bin/python scripts/benchmark.py \\
