@@ -64,9 +64,9 @@ def toy(words: list[str], flags: list[str]) -> list[str]:
     i = 0
     while i < len(flags):
         flag = flags[i]
-        pair = not flag.startswith("--") or "=" in flag or i + 1 == len(flags) or flags[i + 1].startswith("--")
+        one_word = not flag.startswith("--") or "=" in flag or i + 1 == len(flags) or flags[i + 1].startswith("--")
         key = flag.split("=", 1)[0] if "=" in flag else flag
-        value = [flag] if pair else [flag, flags[i + 1]]
+        value = [flag] if one_word else [flag, flags[i + 1]]
         found = next((j for j, word in enumerate(words) if word == key or word.startswith(key + "=")), None)
         if found is None:
             words += value
@@ -74,7 +74,7 @@ def toy(words: list[str], flags: list[str]) -> list[str]:
             words[found] = flag
         else:
             words[found + 1] = flags[i + 1]
-        i += 1 if pair else 2
+        i += 1 if one_word else 2
     return words
 
 
