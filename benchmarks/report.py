@@ -8,7 +8,7 @@ from typing import Any
 
 from policies.intervals import wilson_interval
 
-from benchmarks.policy_specs import POLICIES, SPECS
+from benchmarks.policy_specs import ABLATIONS, POLICIES, SPECS
 from benchmarks.state import write_json_atomic
 from benchmarks.suites import Suite
 
@@ -24,12 +24,14 @@ def steps_within(curve: list[list[float]], seconds: float) -> int:
 
 def equal_time(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per training group, the fastest policy's training wall-clock and the steps every policy
-    had reached in that time (LeRobot 0.6.1 has no wall-clock budget, so equal time is read off
-    the curves)."""
+    and ablation had reached in that time (LeRobot 0.6.1 has no wall-clock budget, so equal time
+    is read off the curves). The fastest is chosen among the five policies when any of them ran,
+    so that adding a faster ablation leaves the policies' comparison as it was."""
     table = {}
     for group in dict.fromkeys(cell["group"] for cell in cells):
         of_group = {cell["policy"]: cell for cell in cells if cell["group"] == group}
-        seconds = min(cell["train_wall_s"] for cell in of_group.values())
+        reference = [cell for name, cell in of_group.items() if name in POLICIES] or list(of_group.values())
+        seconds = min(cell["train_wall_s"] for cell in reference)
         table[group] = {"seconds": seconds,
                         "steps": {name: steps_within(cell["curve"], seconds) for name, cell in of_group.items()}}
     return table
@@ -114,8 +116,8 @@ def markdown(results: dict[str, Any]) -> str:
             f"| {cell['successes']}/{cell['episodes']} ({cell['success_rate']:.0%}) | {low:.0%}-{high:.0%} |")
     if results["equal_time"]:
         times = ", ".join(f"{group} {_duration(entry['seconds'])}" for group, entry in results["equal_time"].items())
-        lines += ["", f"Steps in equal time: the steps each policy had reached when the fastest one trained on the "
-                      f"same demonstrations finished ({times}); LeRobot 0.6.1 has no wall-clock budget, so this is "
+        lines += ["", f"Steps in equal time: the steps each policy had reached when the fastest of the five "
+                      f"policies trained on the same demonstrations finished ({times}); LeRobot 0.6.1 has no wall-clock budget, so this is "
                       f"read off the training logs."]
     for group in dict.fromkeys(cell["group"] for cell in results["cells"] if cell["task"] != cell["group"]):
         lines += ["", f"`{group}`: each policy is trained once, on the demonstrations of all these tasks together, "
@@ -139,6 +141,28 @@ def summary_table(results: dict[str, Any], policies: list[str] | None = None) ->
             low, high = cell["wilson95"] if cell else (0, 0)
             row.append(f"{cell['success_rate']:.0%} ({low:.0%}-{high:.0%})" if cell else "not run")
         lines.append(f"| {task} | " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def ablation_table(results: dict[str, Any]) -> str:
+    """geovla against each of its ablations that ran, per task: steps, training wall-clock,
+    success ``rate (Wilson 95%)`` and the difference to geovla in points; empty without any."""
+    cells = {(cell["task"], cell["policy"]): cell for cell in results["cells"]}
+    names = [name for name in ABLATIONS if any(policy == name for _, policy in cells)]
+    if not names:
+        return ""
+    lines = ["| task | variant | steps | train wall-clock | success | vs geovla |", "|---|---|---|---|---|---|"]
+    for task in dict.fromkeys(cell["task"] for cell in results["cells"]):
+        reference = cells.get((task, "geovla"))
+        for name in ["geovla", *names]:
+            cell = cells.get((task, name))
+            if cell is None:
+                continue
+            low, high = cell["wilson95"]
+            difference = "" if reference is None or name == "geovla" else \
+                f"{round(100 * (cell['success_rate'] - reference['success_rate'])):+d}"
+            lines.append(f"| {task} | {cell['label']} | {cell['steps']} | {_duration(cell['train_wall_s'])} "
+                         f"| {cell['successes']}/{cell['episodes']} ({low:.0%}-{high:.0%}) | {difference} |")
     return "\n".join(lines) + "\n"
 
 

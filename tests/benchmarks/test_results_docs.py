@@ -1,6 +1,7 @@
 """The committed benchmark results agree with themselves and with the docs: each
 ``docs/results/<suite>/`` folder's ``results.json`` is what its ``state.json`` gives, its
-``results.md`` is that table, and the README and ``docs/results.md`` show its summary."""
+``results.md`` is that table, and the README and ``docs/results.md`` show its summary (and
+``docs/results.md`` its ablation table, once an ablation ran)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.report import collect, markdown, summary_table
+from benchmarks.report import ablation_table, collect, markdown, summary_table
 from benchmarks.suites import get_suite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,3 +30,6 @@ def test_committed_results_match_their_state_and_the_docs(run):
     table = summary_table(results)
     assert table in (ROOT / "README.md").read_text()
     assert table in (ROOT / "docs" / "results.md").read_text()
+    ablations = ablation_table(results)
+    if ablations:
+        assert ablations in (ROOT / "docs" / "results.md").read_text()
