@@ -117,8 +117,8 @@ def markdown(results: dict[str, Any]) -> str:
     if results["equal_time"]:
         times = ", ".join(f"{group} {_duration(entry['seconds'])}" for group, entry in results["equal_time"].items())
         lines += ["", f"Steps in equal time: the steps each policy had reached when the fastest of the five "
-                      f"policies trained on the same demonstrations finished ({times}); LeRobot 0.6.1 has no wall-clock budget, so this is "
-                      f"read off the training logs."]
+                      f"policies trained on the same demonstrations finished ({times}); LeRobot 0.6.1 has no "
+                      f"wall-clock budget, so this is read off the training logs."]
     for group in dict.fromkeys(cell["group"] for cell in results["cells"] if cell["task"] != cell["group"]):
         lines += ["", f"`{group}`: each policy is trained once, on the demonstrations of all these tasks together, "
                       f"and evaluated on each; `{group} mean` pools its episodes over them."]
