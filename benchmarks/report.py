@@ -127,19 +127,28 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _by_task_and_policy(results: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(cell["task"], cell["policy"]): cell for cell in results["cells"]}
+
+
+def _tasks(results: dict[str, Any]) -> list[str]:
+    return list(dict.fromkeys(cell["task"] for cell in results["cells"]))
+
+
+def _rate(cell: dict[str, Any]) -> str:
+    low, high = cell["wilson95"]
+    return f"{cell['success_rate']:.0%} ({low:.0%}-{high:.0%})"
+
+
 def summary_table(results: dict[str, Any], policies: list[str] | None = None) -> str:
     """Success per task (rows) and policy (columns, ``policies`` or the five policies), as
     ``rate (Wilson 95%)``; a cell not run yet reads ``not run``."""
     names = policies or list(POLICIES)
-    cells = {(cell["task"], cell["policy"]): cell for cell in results["cells"]}
+    cells = _by_task_and_policy(results)
     lines = ["| task | " + " | ".join(SPECS[name].label for name in names) + " |",
              "|---|" + "---|" * len(names)]
-    for task in dict.fromkeys(cell["task"] for cell in results["cells"]):
-        row = []
-        for name in names:
-            cell = cells.get((task, name))
-            low, high = cell["wilson95"] if cell else (0, 0)
-            row.append(f"{cell['success_rate']:.0%} ({low:.0%}-{high:.0%})" if cell else "not run")
+    for task in _tasks(results):
+        row = [_rate(cells[task, name]) if (task, name) in cells else "not run" for name in names]
         lines.append(f"| {task} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -147,12 +156,12 @@ def summary_table(results: dict[str, Any], policies: list[str] | None = None) ->
 def ablation_table(results: dict[str, Any]) -> str:
     """geovla against each of its ablations that ran, per task: steps, training wall-clock,
     success ``rate (Wilson 95%)`` and the difference to geovla in points; empty without any."""
-    cells = {(cell["task"], cell["policy"]): cell for cell in results["cells"]}
-    names = [name for name in ABLATIONS if any(policy == name for _, policy in cells)]
+    cells = _by_task_and_policy(results)
+    names = [name for name in ABLATIONS if name in {policy for _, policy in cells}]
     if not names:
         return ""
     lines = ["| task | variant | steps | train wall-clock | success | vs geovla |", "|---|---|---|---|---|---|"]
-    for task in dict.fromkeys(cell["task"] for cell in results["cells"]):
+    for task in _tasks(results):
         reference = cells.get((task, "geovla"))
         for name in ["geovla", *names]:
             cell = cells.get((task, name))
@@ -173,7 +182,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    tasks = list(dict.fromkeys(cell["task"] for cell in results["cells"]))
+    tasks = _tasks(results)
     labels = list(dict.fromkeys(cell["label"] for cell in results["cells"]))
     width = 0.8 / max(len(labels), 1)
     figure, axes = plt.subplots(figsize=(3.5 + 0.6 * len(tasks) * len(labels), 4))

@@ -29,8 +29,8 @@ The full built-in run: both tasks, 5 policies, 1000 demonstrations per task, 200
 16, 100 evaluation episodes per cell. On the 2-core CPU it takes about 8 hours (more while other
 jobs share the cores): per task about 10-20 minutes of recording, then per cell 2000 steps at the
 measured (one thread) 0.38 s (SmolVLA), 0.57 s (ACT), 0.72 s (pi0), 0.85 s (Diffusion Policy) and 2.3-2.4 s
-(geovla, with two trainings sharing the cores; about 1 s of it LeRobot's loader turning the depth
-maps into tensors) per step on 1000 demonstrations, i.e. 13 to 80 minutes, and about 1.5 (reach) to
+(geovla, with two trainings sharing the cores; 0.6-0.7 s of it LeRobot's loader, which decodes
+every column of an action chunk's 10 rows, docs/performance.md) per step on 1000 demonstrations, i.e. 13 to 80 minutes, and about 1.5 (reach) to
 2.5 (pick) minutes of evaluation for geovla.
 Start it in the background:
 
