@@ -5,11 +5,14 @@ A training group is one task (one policy per task) or, for a multi-task suite, a
 tasks (``mt<N>``: one policy trained on their merged demonstrations). Every step ends by writing
 the state file, so a stopped run, rerun with the same command, skips the datasets, cells and
 per-task evaluations that are done, resumes a training from its last checkpoint and redoes a
-half-done recording, merge, dataset copy or evaluation.
+half-done recording, merge, dataset copy or evaluation. With ``equal_time`` the finished cells
+of policies slower than the fastest are then trained again for the steps they had reached in
+the fastest's time, resumable the same way.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -18,10 +21,11 @@ from tqdm.auto import tqdm
 
 from benchmarks.budgets import Budget
 from benchmarks.datasets import merge, record, without_geometry
+from benchmarks.equal_time import retraining_steps
 from benchmarks.evaluation import evaluate_cell
 from benchmarks.language import write_word_vlm
 from benchmarks.policy_specs import BuildContext, PolicySpec, get_policies
-from benchmarks.report import write_reports
+from benchmarks.report import collect, write_reports
 from benchmarks.state import STATE_FILE, load_state, merge_states, save_state
 from benchmarks.suites import Suite, get_suite
 from benchmarks.training import train_cell
@@ -29,7 +33,9 @@ from benchmarks.training import train_cell
 
 @dataclass(frozen=True)
 class RunConfig:
-    """One invocation of the suite (``scripts/benchmark.py``'s options)."""
+    """One invocation of the suite (``scripts/benchmark.py``'s options); ``equal_time``: after
+    the cells, train each policy slower than the fastest again for the steps it had reached in
+    the fastest's training time, and evaluate it (see ``benchmarks.equal_time``)."""
 
     suite: str
     out: Path
@@ -39,6 +45,7 @@ class RunConfig:
     device: str = "cpu"
     num_workers: int = 0
     progress: bool = True
+    equal_time: bool = False
 
 
 def _select_tasks(suite: Suite, tasks: list[str] | None) -> list[str]:
@@ -101,34 +108,60 @@ def run_cell(config: RunConfig, suite: Suite, state: dict[str, Any], group: str,
              spec: PolicySpec, context: BuildContext, progress: tqdm) -> None:
     """Train (or resume) one policy on a group's demonstrations and evaluate it on each of its
     tasks, saving the state after the training and after each evaluation."""
-    key = f"{group}/{spec.name}"
-    cell_dir = config.out / "cells" / group / spec.name
+    cell = state["cells"].setdefault(f"{group}/{spec.name}", {"status": "training"})
+    _train_and_evaluate(config, suite, state, group, tasks, spec, context, progress, cell,
+                        config.out / "cells" / group / spec.name, config.budget)
+
+
+def run_equal_time(config: RunConfig, suite: Suite, state: dict[str, Any], group: str, tasks: list[str],
+                   spec: PolicySpec, context: BuildContext, progress: tqdm) -> None:
+    """Train a finished cell's policy again, from scratch, for the steps it had reached in the
+    fastest policy's training time and evaluate it (``cell["equal_time"]``); nothing when its
+    training ended within that time. Done again when a faster policy has changed the time."""
+    cell = state["cells"][f"{group}/{spec.name}"]
+    timing = collect(state, suite)["equal_time"][group]
+    steps = retraining_steps(cell, timing["steps"][spec.name])
+    cell_dir = config.out / "cells" / group / spec.name / "equal_time"
+    if steps is None:
+        return
+    if cell.get("equal_time", {}).get("steps") != steps:
+        shutil.rmtree(cell_dir, ignore_errors=True)
+        cell["equal_time"] = {"status": "training", "seconds": timing["seconds"], "steps": steps}
+    _train_and_evaluate(config, suite, state, group, tasks, spec, context, progress, cell["equal_time"], cell_dir,
+                        config.budget.override(steps=steps))
+
+
+def _train_and_evaluate(config: RunConfig, suite: Suite, state: dict[str, Any], group: str, tasks: list[str],
+                        spec: PolicySpec, context: BuildContext, progress: tqdm, entry: dict[str, Any],
+                        cell_dir: Path, budget: Budget) -> None:
+    """Train ``entry``'s policy for ``budget.steps`` in ``cell_dir`` unless it is trained, then
+    evaluate it on each task not evaluated yet; the state is saved after each."""
+    key = f"{group}/{spec.name}" + ("" if budget.steps == config.budget.steps else f" ({budget.steps} steps)")
     cell_dir.mkdir(parents=True, exist_ok=True)
     runner_args = spec.runner_args(context) if spec.runner_args else None
-    cell = state["cells"].setdefault(key, {"status": "training"})
-    if cell["status"] == "trained" and not Path(cell["train"]["checkpoint"]).is_dir():
-        cell["status"] = "training"  # evaluations are left and the checkpoint is gone: train again
-    if cell["status"] == "training":
+    if entry["status"] == "trained" and not Path(entry["train"]["checkpoint"]).is_dir():
+        entry["status"] = "training"  # evaluations are left and the checkpoint is gone: train again
+    if entry["status"] == "training":
         progress.set_postfix_str(f"{key}: demonstrations")
         recorded = ensure_datasets(config, suite, state, group, tasks)
         dataset = recorded if spec.reads_geometry else recorded["without_geometry"]
         progress.set_postfix_str(f"{key}: training")
-        cell["train"] = train_cell(spec.policy_args(context), runner_args, Path(dataset["root"]), dataset["repo_id"],
-                                   config.budget, cell_dir, config.device, config.num_workers)
-        cell["status"] = "trained"
+        entry["train"] = train_cell(spec.policy_args(context), runner_args, Path(dataset["root"]),
+                                    dataset["repo_id"], budget, cell_dir, config.device, config.num_workers)
+        entry["status"] = "trained"
         save_state(config.out, state)
-    evaluations = cell.setdefault("evals", {})
+    evaluations = entry.setdefault("evals", {})
     for task in tasks:
         if task in evaluations:
             continue
         progress.set_postfix_str(f"{key}: evaluating {task}")
         eval_dir = cell_dir if len(tasks) == 1 else cell_dir / task
         eval_dir.mkdir(exist_ok=True)
-        env_args = suite.eval_env_args(task, config.budget, spec.evaluates_with_geometry)
-        evaluations[task] = evaluate_cell(Path(cell["train"]["checkpoint"]), runner_args, env_args, config.budget,
+        env_args = suite.eval_env_args(task, budget, spec.evaluates_with_geometry)
+        evaluations[task] = evaluate_cell(Path(entry["train"]["checkpoint"]), runner_args, env_args, budget,
                                           suite.eval_seed, eval_dir, config.device)
         save_state(config.out, state)
-    cell["status"] = "done"
+    entry["status"] = "done"
     save_state(config.out, state)
 
 
@@ -154,6 +187,13 @@ def run_benchmark(config: RunConfig) -> dict[str, Any]:
             run_cell(config, suite, state, group, groups[group], spec, context, progress)
             write_reports(config.out, state, suite)
             progress.update(1)
+    if config.equal_time:
+        with tqdm(total=len(cells), desc=f"{suite.name} at equal time", unit="cell",
+                  disable=not config.progress) as progress:
+            for group, spec in cells:
+                run_equal_time(config, suite, state, group, groups[group], spec, context, progress)
+                write_reports(config.out, state, suite)
+                progress.update(1)
     return write_reports(config.out, state, suite)
 
 

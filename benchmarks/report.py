@@ -8,6 +8,7 @@ from typing import Any
 
 from policies.intervals import wilson_interval
 
+from benchmarks.equal_time import equal_time, result_at_equal_time
 from benchmarks.policy_specs import ABLATIONS, POLICIES, SPECS
 from benchmarks.state import write_json_atomic
 from benchmarks.suites import Suite
@@ -15,26 +16,6 @@ from benchmarks.suites import Suite
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 RESULTS_PNG = "success.png"
-
-
-def steps_within(curve: list[list[float]], seconds: float) -> int:
-    """The last step a training curve (``[seconds, step]`` points) had reached by ``seconds``."""
-    return max((int(step) for t, step in curve if t <= seconds), default=0)
-
-
-def equal_time(cells: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per training group, the fastest policy's training wall-clock and the steps every policy
-    and ablation had reached in that time (LeRobot 0.6.1 has no wall-clock budget, so equal time
-    is read off the curves). The fastest is chosen among the five policies when any of them ran,
-    so that adding a faster ablation leaves the policies' comparison as it was."""
-    table = {}
-    for group in dict.fromkeys(cell["group"] for cell in cells):
-        of_group = {cell["policy"]: cell for cell in cells if cell["group"] == group}
-        reference = [cell for name, cell in of_group.items() if name in POLICIES] or list(of_group.values())
-        seconds = min(cell["train_wall_s"] for cell in reference)
-        table[group] = {"seconds": seconds,
-                        "steps": {name: steps_within(cell["curve"], seconds) for name, cell in of_group.items()}}
-    return table
 
 
 def _row(task: str, group: str, name: str, train: dict[str, Any], successes: int, episodes: int,
@@ -49,13 +30,15 @@ def _row(task: str, group: str, name: str, train: dict[str, Any], successes: int
 def collect(state: dict[str, Any], suite: Suite) -> dict[str, Any]:
     """``results.json``'s content: a row per evaluated (task, policy) in task and policy order,
     with intervals, and for a policy trained on several tasks a row ``<group> mean`` pooling
-    the episodes of all of them once each is evaluated."""
+    the episodes of all of them once each is evaluated. Each row also gives the steps its policy
+    had reached in equal time and its result at equal time (``at_equal_time``, None until the
+    retraining for those steps is done)."""
     finished = {}
     for key, cell in state["cells"].items():
         if cell.get("status") == "done":
             group, name = key.rsplit("/", 1)
             finished[(group, name)] = cell
-    rows, pooled = [], []
+    rows, pooled, sources = [], [], []
     order = {task: index for index, task in enumerate(suite.tasks)}
     groups = sorted({group for group, _ in finished}, key=lambda g: order.get(g, -1))
     for group in groups:
@@ -68,6 +51,7 @@ def collect(state: dict[str, Any], suite: Suite) -> dict[str, Any]:
                     evaluation = cell["evals"][task]
                     rows.append(_row(task, group, name, cell["train"], evaluation["successes"],
                                      evaluation["episodes"], evaluation))
+                    sources.append((cell, [task]))
         if len(tasks) > 1:
             for name in SPECS:
                 cell = finished.get((group, name))
@@ -76,10 +60,13 @@ def collect(state: dict[str, Any], suite: Suite) -> dict[str, Any]:
                     pooled.append(_row(f"{group} mean", group, name, cell["train"],
                                        sum(e["successes"] for e in evaluations),
                                        sum(e["episodes"] for e in evaluations), {"tasks": list(cell["evals"])}))
+    sources += [(finished[cell["group"], cell["policy"]], cell["tasks"]) for cell in pooled]
     cells = rows + pooled
     timing = equal_time(cells)
-    for cell in cells:
-        cell["steps_in_equal_time"] = timing[cell["group"]]["steps"][cell["policy"]]
+    for cell, (source, tasks) in zip(cells, sources):
+        steps = timing[cell["group"]]["steps"][cell["policy"]]
+        cell["steps_in_equal_time"] = steps
+        cell["at_equal_time"] = result_at_equal_time(source, tasks, steps)
     header = state["header"]
     return {"suite": header["suite"], "budget": header["budget"], "device": header["device"],
             "cameras": list(suite.cameras), "eval_seed": suite.eval_seed, "datasets": state["datasets"],
@@ -103,22 +90,25 @@ def markdown(results: dict[str, Any]) -> str:
         f"{budget['image_size']}-px images from the cameras {', '.join(results['cameras'])}; device "
         f"{results['device']}. Success with its Wilson 95% interval.",
         "",
-        "| task | policy | reads instruction | parameters | steps | train wall-clock | steps in equal time "
-        "| success | Wilson 95% |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | policy | reads instruction | parameters | steps | train wall-clock | success | Wilson 95% "
+        "| steps in equal time | success in equal time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in results["cells"]:
         low, high = cell["wilson95"]
         params = "" if cell["params"] is None else f"{cell['params'] / 1e6:.1f}M"
         lines.append(
             f"| {cell['task']} | {cell['label']} | {'yes' if cell['reads_instruction'] else 'no'} | {params} "
-            f"| {cell['steps']} | {_duration(cell['train_wall_s'])} | {cell['steps_in_equal_time']} "
-            f"| {cell['successes']}/{cell['episodes']} ({cell['success_rate']:.0%}) | {low:.0%}-{high:.0%} |")
+            f"| {cell['steps']} | {_duration(cell['train_wall_s'])} "
+            f"| {cell['successes']}/{cell['episodes']} ({cell['success_rate']:.0%}) | {low:.0%}-{high:.0%} "
+            f"| {cell['steps_in_equal_time']} | {_at_equal_time(cell)} |")
     if results["equal_time"]:
         times = ", ".join(f"{group} {_duration(entry['seconds'])}" for group, entry in results["equal_time"].items())
-        lines += ["", f"Steps in equal time: the steps each policy had reached when the fastest of the five "
-                      f"policies trained on the same demonstrations finished ({times}); LeRobot 0.6.1 has no "
-                      f"wall-clock budget, so this is read off the training logs."]
+        lines += ["", f"Equal time: the steps each policy had reached when the fastest of the five policies "
+                      f"trained on the same demonstrations finished ({times}), read off the training logs "
+                      f"(LeRobot 0.6.1 has no wall-clock budget). Success in equal time: a slower policy "
+                      f"trained again from scratch for those steps (`scripts/benchmark.py --equal-time`) and "
+                      f"evaluated on the same seeds, with its Wilson 95% interval."]
     for group in dict.fromkeys(cell["group"] for cell in results["cells"] if cell["task"] != cell["group"]):
         lines += ["", f"`{group}`: each policy is trained once, on the demonstrations of all these tasks together, "
                       f"and evaluated on each; `{group} mean` pools its episodes over them."]
@@ -135,32 +125,55 @@ def _tasks(results: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(cell["task"] for cell in results["cells"]))
 
 
-def _rate(cell: dict[str, Any]) -> str:
-    low, high = cell["wilson95"]
-    return f"{cell['success_rate']:.0%} ({low:.0%}-{high:.0%})"
+def _rate(result: dict[str, Any]) -> str:
+    low, high = result["wilson95"]
+    return f"{result['success_rate']:.0%} ({low:.0%}-{high:.0%})"
 
 
-def summary_table(results: dict[str, Any], policies: list[str] | None = None) -> str:
+def _at_equal_time(cell: dict[str, Any]) -> str:
+    result = cell["at_equal_time"]
+    if result is None:
+        return "not retrained" if cell["steps_in_equal_time"] else "no step in the time"
+    low, high = result["wilson95"]
+    return f"{result['successes']}/{result['episodes']} ({low:.0%}-{high:.0%})"
+
+
+def summary_table(results: dict[str, Any], policies: list[str] | None = None, at_equal_time: bool = False) -> str:
     """Success per task (rows) and policy (columns, ``policies`` or the five policies), as
-    ``rate (Wilson 95%)``; a cell not run yet reads ``not run``."""
+    ``rate (Wilson 95%)``, after the full step budget or, with ``at_equal_time``, at equal
+    wall-clock (``not retrained`` with the steps where the retraining is still to run); a cell
+    not run yet reads ``not run``."""
     names = policies or list(POLICIES)
     cells = _by_task_and_policy(results)
     lines = ["| task | " + " | ".join(SPECS[name].label for name in names) + " |",
              "|---|" + "---|" * len(names)]
     for task in _tasks(results):
-        row = [_rate(cells[task, name]) if (task, name) in cells else "not run" for name in names]
+        row = [_summary_entry(cells.get((task, name)), at_equal_time) for name in names]
         lines.append(f"| {task} | " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
 
+def _summary_entry(cell: dict[str, Any] | None, at_equal_time: bool) -> str:
+    if cell is None:
+        return "not run"
+    if not at_equal_time:
+        return _rate(cell)
+    result = cell["at_equal_time"]
+    if result is None:
+        return f"{_at_equal_time(cell)} ({cell['steps_in_equal_time']} steps)"
+    return f"{_rate(result)}, {result['steps']} steps"
+
+
 def ablation_table(results: dict[str, Any]) -> str:
     """geovla against each of its ablations that ran, per task: steps, training wall-clock,
-    success ``rate (Wilson 95%)`` and the difference to geovla in points; empty without any."""
+    success ``rate (Wilson 95%)``, the difference to geovla in points, and the steps and success
+    in equal time; empty without any."""
     cells = _by_task_and_policy(results)
     names = [name for name in ABLATIONS if name in {policy for _, policy in cells}]
     if not names:
         return ""
-    lines = ["| task | variant | steps | train wall-clock | success | vs geovla |", "|---|---|---|---|---|---|"]
+    lines = ["| task | variant | steps | train wall-clock | success | vs geovla | steps in equal time "
+             "| success in equal time |", "|---|---|---|---|---|---|---|---|"]
     for task in _tasks(results):
         reference = cells.get((task, "geovla"))
         for name in ["geovla", *names]:
@@ -171,7 +184,8 @@ def ablation_table(results: dict[str, Any]) -> str:
             difference = "" if reference is None or name == "geovla" else \
                 f"{round(100 * (cell['success_rate'] - reference['success_rate'])):+d}"
             lines.append(f"| {task} | {cell['label']} | {cell['steps']} | {_duration(cell['train_wall_s'])} "
-                         f"| {cell['successes']}/{cell['episodes']} ({low:.0%}-{high:.0%}) | {difference} |")
+                         f"| {cell['successes']}/{cell['episodes']} ({low:.0%}-{high:.0%}) | {difference} "
+                         f"| {cell['steps_in_equal_time']} | {_at_equal_time(cell)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -63,10 +63,24 @@ def merge_states(states: list[dict[str, Any]]) -> dict[str, Any]:
         for key, cell in state["cells"].items():
             if cell.get("status") != "done":
                 continue
-            known = merged["cells"].setdefault(key, cell)
+            known = merged["cells"].setdefault(key, dict(cell))
             if known["evals"] != cell["evals"] or known["train"]["steps"] != cell["train"]["steps"]:
                 raise StateMismatch(f"cell {key!r} was finished in two runs with different results")
+            _merge_equal_time(key, known, cell)
     return merged
+
+
+def _merge_equal_time(key: str, known: dict[str, Any], cell: dict[str, Any]) -> None:
+    """Keep a cell's finished equal-time retraining from the first run that has one; two for the
+    same steps must agree (the report shows one only while its steps are the current equal time)."""
+    retrained = cell.get("equal_time")
+    if not retrained or retrained["status"] != "done":
+        return
+    kept = known.get("equal_time")
+    if kept and kept["status"] == "done" and kept["steps"] == retrained["steps"] and kept["evals"] != retrained["evals"]:
+        raise StateMismatch(f"cell {key!r} was retrained for equal time in two runs with different results")
+    if not kept or kept["status"] != "done":
+        known["equal_time"] = retrained
 
 
 def _recording(dataset: dict[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,15 @@ and be gathered into one table with ``--merge``:
     .venv/bin/python scripts/benchmark.py --suite builtin --out docs/results/builtin \\
         --merge outputs/builtin_reach outputs/builtin_pick
 
+Equal wall-clock: the fastest of the five policies on a task sets the time, and the table gives
+the steps every policy had reached in it. ``--equal-time`` then trains each slower policy again,
+from scratch, for those steps (LeRobot scales a cosine schedule to the shorter run) and evaluates
+it on the same seeds; with ``--policies geovla`` on a finished run's folder it adds geovla's
+result at equal time and retrains nothing else:
+
+    .venv/bin/python scripts/benchmark.py --suite builtin --tasks reach --policies geovla --equal-time \
+        --out outputs/builtin_reach
+
 The state file alone carries a run to another machine or folder: copied into a new ``--out``, its
 finished cells are kept, and the datasets and checkpoints it lists but the folder lacks are made
 again (a recording from the same seeds, checked to give the same episodes and frames).
@@ -96,6 +105,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="torch device of training and evaluation")
     p.add_argument("--num-workers", type=int, default=0, help="lerobot-train data-loading workers")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--equal-time", action="store_true",
+                   help="after the cells, train each policy slower than the fastest of the five again for the "
+                        "steps it had reached in the fastest's training time, and evaluate it")
     p.add_argument("--merge", nargs="+", type=Path, default=None, metavar="RUN",
                    help="add the finished cells of these run folders (same suite and budget) to --out "
                         "and write its reports, running nothing")
@@ -119,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            image_size=args.image_size, episode_length=args.episode_length,
                            save_freq=args.save_freq, log_freq=args.log_freq)
     config = RunConfig(suite=args.suite, out=args.out, budget=budget, tasks=args.tasks, policies=args.policies,
-                       device=args.device, num_workers=args.num_workers, progress=not args.no_progress)
+                       device=args.device, num_workers=args.num_workers, progress=not args.no_progress,
+                       equal_time=args.equal_time)
     if args.merge:
         results = merge_runs(config, args.merge)
         print((args.out / RESULTS_MD).read_text())

@@ -220,3 +220,41 @@ def test_a_state_carried_to_a_new_folder_remakes_what_it_lacks(quick_run, tmp_pa
     assert {k: v for k, v in recorded.items() if k not in ("root", "without_geometry")} == \
         {k: v for k, v in original.items() if k not in ("root", "without_geometry")}
     assert (Path(recorded["without_geometry"]["root"]) / "meta" / "info.json").is_file()
+
+
+def test_equal_time_retrains_a_slower_policy_for_its_steps_in_the_time(quick_run, tmp_path):
+    """geovla made to look slow (step 1 reached when the fastest policy finished, step 2 long
+    after) is trained again for 1 step and evaluated on the same seeds; running again redoes
+    nothing; a merge keeps the retraining."""
+    out, _ = quick_run
+    state = _state(out)
+    fastest = min(cell["train"]["train_wall_s"] for key, cell in state["cells"].items() if key != "reach/geovla")
+    state["cells"]["reach/geovla"]["train"].update(curve=[[fastest / 2, 1], [fastest * 10, 2], [fastest * 10, 2]],
+                                                   train_wall_s=fastest * 10)
+    run = tmp_path / "equal"
+    run.mkdir()
+    (run / "state.json").write_text(json.dumps(state))
+    result = _run(run, "--policies", "geovla", "--equal-time")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    after = _state(run)
+    assert {k: v for k, v in after["cells"].items() if k != "reach/geovla"} == \
+        {k: v for k, v in state["cells"].items() if k != "reach/geovla"}
+    retrained = after["cells"]["reach/geovla"]["equal_time"]
+    assert retrained["status"] == "done" and retrained["steps"] == 1 and retrained["seconds"] == fastest
+    assert retrained["train"]["steps"] == 1 and retrained["evals"]["reach"]["episodes"] == 2
+    assert retrained["evals"]["reach"]["eval_seeds"] == EVAL_SEEDS
+    model_dir = Path(retrained["train"]["checkpoint"])
+    assert model_dir.is_relative_to(run / "cells" / "reach" / "geovla" / "equal_time")
+    assert json.loads((model_dir.parent / "training_state" / "training_step.json").read_text())["step"] == 1
+    rows = {cell["policy"]: cell for cell in json.loads((run / "results.json").read_text())["cells"]}
+    assert rows["geovla"]["steps_in_equal_time"] == 1
+    assert rows["geovla"]["at_equal_time"]["successes"] == retrained["evals"]["reach"]["successes"]
+    fastest_row = [row for row in rows.values() if row["train_wall_s"] == fastest][0]
+    assert fastest_row["at_equal_time"]["successes"] == fastest_row["successes"]
+
+    again = _run(run, "--policies", "geovla", "--equal-time")
+    assert again.returncode == 0 and _state(run) == after
+    merged = tmp_path / "merged"
+    assert _run(merged, "--merge", str(run), str(out)).returncode == 0
+    assert json.loads((merged / "results.json").read_text())["cells"] == \
+        json.loads((run / "results.json").read_text())["cells"]

@@ -1,7 +1,8 @@
 """The committed benchmark results agree with themselves and with the docs: each
 ``docs/results/<suite>/`` folder's ``results.json`` is what its ``state.json`` gives, its
-``results.md`` is that table, and ``docs/results.md`` shows its summary (and its ablation table,
-once an ablation ran); the README shows the built-in suite's summary."""
+``results.md`` is that table, and ``docs/results.md`` marks its summary, its table at equal time
+and (once an ablation ran) its ablation table, each as ``scripts/update_results_docs.py``
+writes it; the README shows the built-in suite's summary."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.report import ablation_table, collect, markdown, summary_table
+from benchmarks.docs_tables import marked_tables, with_tables
+from benchmarks.report import ablation_table, collect, markdown
 from benchmarks.suites import get_suite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,10 +29,9 @@ def test_committed_results_match_their_state_and_the_docs(run):
     results = json.loads((run / "results.json").read_text())
     assert collect(state, get_suite(state["header"]["suite"])) == results
     assert (run / "results.md").read_text() == markdown(results)
-    table = summary_table(results)
-    assert table in (ROOT / "docs" / "results.md").read_text()
-    if run.name == "builtin":  # the README shows the one table of the built-in tasks
-        assert table in (ROOT / "README.md").read_text()
-    ablations = ablation_table(results)
-    if ablations:
-        assert ablations in (ROOT / "docs" / "results.md").read_text()
+    docs = {path.name: path.read_text() for path in (ROOT / "README.md", ROOT / "docs" / "results.md")}
+    for name, text in docs.items():
+        assert with_tables(text, run.name, results) == text, f"{name}: run scripts/update_results_docs.py"
+    expected = ["summary", "equal time"] + (["ablations"] if ablation_table(results) else [])
+    assert marked_tables(docs["results.md"], run.name) == expected
+    assert marked_tables(docs["README.md"], run.name) == (["summary"] if run.name == "builtin" else [])
