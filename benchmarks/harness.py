@@ -121,9 +121,9 @@ def run_equal_time(config: RunConfig, suite: Suite, state: dict[str, Any], group
     cell = state["cells"][f"{group}/{spec.name}"]
     timing = collect(state, suite)["equal_time"][group]
     steps = retraining_steps(cell, timing["steps"][spec.name])
-    cell_dir = config.out / "cells" / group / spec.name / "equal_time"
     if steps is None:
         return
+    cell_dir = config.out / "cells" / group / spec.name / "equal_time"
     if cell.get("equal_time", {}).get("steps") != steps:
         shutil.rmtree(cell_dir, ignore_errors=True)
         cell["equal_time"] = {"status": "training", "seconds": timing["seconds"], "steps": steps}
