@@ -18,6 +18,13 @@ from policies.intervals import wilson_interval
 from benchmarks.policy_specs import POLICIES
 
 
+def success_fields(successes: int, episodes: int) -> dict[str, Any]:
+    """Successes, episodes, rate and Wilson 95% interval, as every row of the report gives them."""
+    low, high = wilson_interval(successes, episodes)
+    return {"successes": successes, "episodes": episodes, "success_rate": successes / episodes,
+            "wilson95": [round(low, 4), round(high, 4)]}
+
+
 def steps_within(curve: list[list[float]], seconds: float) -> int:
     """The last step a training curve (``[seconds, step]`` points) had reached by ``seconds``."""
     return max((int(step) for t, step in curve if t <= seconds), default=0)
@@ -55,8 +62,6 @@ def result_at_equal_time(cell: dict[str, Any], tasks: list[str], steps_in_time: 
         if not retrained or retrained["status"] != "done" or retrained["steps"] != steps_in_time:
             return None
         source, steps, train_s = retrained, retrained["steps"], retrained["train"]["train_wall_s"]
-    successes = sum(source["evals"][task]["successes"] for task in tasks)
-    episodes = sum(source["evals"][task]["episodes"] for task in tasks)
-    low, high = wilson_interval(successes, episodes)
-    return {"steps": steps, "train_wall_s": train_s, "successes": successes, "episodes": episodes,
-            "success_rate": successes / episodes, "wilson95": [round(low, 4), round(high, 4)]}
+    return {"steps": steps, "train_wall_s": train_s,
+            **success_fields(sum(source["evals"][task]["successes"] for task in tasks),
+                             sum(source["evals"][task]["episodes"] for task in tasks))}

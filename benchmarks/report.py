@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from policies.intervals import wilson_interval
-
-from benchmarks.equal_time import equal_time, result_at_equal_time
+from benchmarks.equal_time import equal_time, result_at_equal_time, success_fields
 from benchmarks.policy_specs import ABLATIONS, POLICIES, SPECS
 from benchmarks.state import write_json_atomic
 from benchmarks.suites import Suite
@@ -21,10 +19,8 @@ RESULTS_PNG = "success.png"
 def _row(task: str, group: str, name: str, train: dict[str, Any], successes: int, episodes: int,
          extra: dict[str, Any]) -> dict[str, Any]:
     spec = SPECS[name]
-    low, high = wilson_interval(successes, episodes)
     return {"task": task, "group": group, "policy": name, "label": spec.label,
-            "reads_instruction": spec.reads_instruction, **train, **extra, "successes": successes,
-            "episodes": episodes, "success_rate": successes / episodes, "wilson95": [round(low, 4), round(high, 4)]}
+            "reads_instruction": spec.reads_instruction, **train, **extra, **success_fields(successes, episodes)}
 
 
 def collect(state: dict[str, Any], suite: Suite) -> dict[str, Any]:
