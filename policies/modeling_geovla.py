@@ -23,6 +23,7 @@ from lerobot.utils.constants import (
 )
 
 from policies.configuration_geovla import GeoVLAConfig
+from policies.cpu_autocast import float32_attention
 from policies.geovla_model import GeoVLAModel, geometry_targets
 from policies.policy_files import DIRECTORY_LAYOUT, check_policy_directory, is_local, load_processors
 from policies.robot_observation import CAMERA_FIELDS, CAMERA_MASK_KEY, robot_observation_to_batch
@@ -65,16 +66,17 @@ class GeoVLAPolicy(PreTrainedPolicy):
         actions = batch[ACTION]
         if actions.dim() != 3 or actions.shape[1] != self.config.chunk_size:
             raise ValueError(f"{ACTION!r} must be [B, {self.config.chunk_size}, A], got {tuple(actions.shape)}")
-        losses = self.model.compute_loss(
-            images,
-            self._camera_mask(batch, images),
-            *self._instruction(batch),
-            self._state(batch),
-            actions,
-            batch.get(ACTION_IS_PAD),
-            self._geometry_targets(batch, images),
-            self._scene(batch, images),
-        )
+        with float32_attention():  # under a CPU bfloat16 autocast (lerobot-train --policy.use_amp=true)
+            losses = self.model.compute_loss(
+                images,
+                self._camera_mask(batch, images),
+                *self._instruction(batch),
+                self._state(batch),
+                actions,
+                batch.get(ACTION_IS_PAD),
+                self._geometry_targets(batch, images),
+                self._scene(batch, images),
+            )
         return losses["loss"], {k: float(v.detach()) for k, v in losses.items()}
 
     @torch.no_grad()

@@ -36,8 +36,8 @@ class VoxelSpatialTokens(nn.Module):
     ``origin_camera`` in world axes, scaled like the box (on a gripper camera: where a surface is
     relative to the gripper).
 
-    The voxelization and positions are computed in float32 whatever the weights' dtype; the
-    three embeddings run in the weights' dtype (bfloat16 inference).
+    The voxelization and positions are computed in float32 whatever the weights' dtype or an
+    autocast; the three embeddings run in the weights' dtype (bfloat16 inference).
 
     Without an ``aggregator_dim`` (None) the tokens are ``MLP(Fourier(xyz)) + MLP(rgb)`` only,
     what the sensor alone gives, and ``forward`` takes no aggregator output.
@@ -83,8 +83,9 @@ class VoxelSpatialTokens(nn.Module):
         else:
             features, grid = agg.layers[max(agg.layers)][:, -V:, agg.patch_start_idx:], agg.grid  # the last step
         depth, intrinsics, extrinsics = depth.float(), intrinsics.float(), extrinsics.float()
-        voxels = self.lift(features.float(), grid, images.float(), depth, intrinsics, extrinsics, camera_mask)
-        unit = self.positions(voxels.xyz[:, 0], extrinsics)
+        with torch.autocast(depth.device.type, enabled=False):  # unprojection in float32 under autocast too
+            voxels = self.lift(features.float(), grid, images.float(), depth, intrinsics, extrinsics, camera_mask)
+            unit = self.positions(voxels.xyz[:, 0], extrinsics)
         dtype = self.rgb_embed.fc1.weight.dtype
         tokens = (self.xyz_embed(fourier_features(unit, self.frequencies).to(dtype))
                   + self.rgb_embed((2 * voxels.rgb[:, 0] - 1).to(dtype)))

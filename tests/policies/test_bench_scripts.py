@@ -218,3 +218,29 @@ def test_gpu_report_checks_the_best_latency_and_the_mfu_against_the_targets():
     assert summary["speedup_vs_pi0"] == {"pi05": 0.8, "smolvla": 2.0, "geovla-small": 8.0}
     assert summary["gsplat_within_tolerance"] is None and summary["gsplat_speedup"] is None
     assert summary["failed_jobs"] == ["policy_full"]
+
+
+def _write_metrics(run: Path, losses: list[float], samples_per_s: float) -> Path:
+    run.mkdir()
+    rows = [{"step": 10 * (i + 1), "loss": v, "flow_matching_loss": v / 2, "samples_per_s": samples_per_s}
+            for i, v in enumerate(losses)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+def test_compare_train_precision_reports_the_loss_difference_against_the_tolerance(tmp_path):
+    script = load_script("perf/compare_train_precision")
+    a = _write_metrics(tmp_path / "no", [4.0, 2.0, 1.0, 1.0], 10.0)
+    b = _write_metrics(tmp_path / "bf16", [4.0, 2.0, 1.1, 1.1], 15.0)
+    report = script.main([str(a), str(b), "--window", "2", "--tolerance", "0.05", "--plot", str(tmp_path / "c.png")])
+    assert report["window_steps"] == [30, 40]
+    assert report["losses"]["loss"] == {"a": 1.0, "b": 1.1, "relative_difference": 0.1, "within_tolerance": False}
+    assert report["losses"]["flow_matching_loss"]["relative_difference"] == 0.1
+    assert "geometry_loss" not in report["losses"]  # neither run logged it
+    assert report["samples_per_s"] == {"a": 10.0, "b": 15.0}
+    assert (tmp_path / "c.png").stat().st_size > 0
+    assert script.main([str(a), str(b), "--window", "2", "--tolerance", "0.2"])["losses"]["loss"]["within_tolerance"]
+
+    _write_metrics(tmp_path / "short", [4.0, 2.0, 1.0], 10.0)
+    with pytest.raises(ValueError, match="different steps"):
+        script.main([str(a), str(tmp_path / "short")])
