@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,23 @@ def test_lerobot_train_writes_a_geovla_checkpoint(dataset_root, tmp_path):
     obs = {"images": {c: np.zeros((32, 32, 3), np.uint8) for c in ("front", "left", "right", "wrist")},
            "state": np.array([0.0, 0.0, 0.2, 1.0], np.float32), "instruction": "touch the red ball"}
     assert np.isfinite(policy.predict_action(obs)).all()
+
+
+def test_lerobot_train_trains_geovla_under_a_cpu_bfloat16_autocast(dataset_root, tmp_path):
+    """``--policy.use_amp=true``: LeRobot's accelerator autocasts to bfloat16 on the CPU; the
+    policy keeps its attention, voxel unprojection and geometry losses in float32 and trains."""
+    out = tmp_path / "train"
+    output = _run([
+        str(BIN / "lerobot-train"), "--policy.type=geovla", f"--dataset.repo_id=local/{dataset_root.name}",
+        f"--dataset.root={dataset_root}", "--dataset.video_backend=pyav", "--steps=2", "--batch_size=2",
+        f"--output_dir={out}", "--policy.device=cpu", "--policy.push_to_hub=false", "--policy.image_size=32",
+        "--policy.use_amp=true", "--policy.spatial_tokens=voxel", "--policy.n_obs_steps=1",
+        "--save_freq=2", "--log_freq=1", "--wandb.enable=false", "--num_workers=0",
+    ], cwd=tmp_path)
+    assert "'use_amp': True" in output and "step:2" in output
+    losses = [float(m) for m in re.findall(r"\bloss:([0-9.]+)", output)]
+    assert losses and all(np.isfinite(losses))
+    assert (out / "checkpoints" / "000002" / "pretrained_model" / "model.safetensors").exists()
 
 
 def _pusht_policy(directory: Path) -> None:
