@@ -17,12 +17,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.data_loader import prepare_data_loader
+from accelerate.state import AcceleratorState
 from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from policies.train_config import TrainConfig
+from vla.cpu_autocast import cpu_has_native_bfloat16
 
 
 class StepBatchSampler(Sampler[list[int]]):
@@ -127,10 +129,27 @@ def global_mean(accelerator: Accelerator, infos: list[dict[str, float]]) -> dict
     return dict(zip(keys, accelerator.reduce(local, reduction="mean").tolist()))
 
 
+def resolve_mixed_precision(setting: str | None, device: torch.device) -> str | None:
+    """``auto``: ``bf16`` on a GPU that supports it or a CPU with native bfloat16 arithmetic,
+    else ``no``; any other setting as it is."""
+    if setting != "auto":
+        return setting
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "no"
+    return "bf16" if device.type == "cpu" and cpu_has_native_bfloat16() else "no"
+
+
 def make_accelerator(cfg: TrainConfig) -> Accelerator:
     """The run's accelerator. Its scheduler counts optimiser steps (by default accelerate steps it
     once per process and step, which would shorten the schedule under N processes), and DDP
     tolerates parameters that a step's loss does not reach (the LM head, the LLM's last MLP)."""
-    return Accelerator(gradient_accumulation_steps=cfg.grad_accum, mixed_precision=cfg.mixed_precision,
+    if PartialState._shared_state.get("distributed_type") == DistributedType.NO:
+        # accelerate keeps one mixed precision per process; a single process may train again
+        # (tests, scripts training several configs) with another one.
+        AcceleratorState._reset_state()
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    device = torch.device("cuda" if torch.cuda.is_available() and not use_cpu else "cpu")
+    return Accelerator(gradient_accumulation_steps=cfg.grad_accum,
+                       mixed_precision=resolve_mixed_precision(cfg.mixed_precision, device),
                        step_scheduler_with_optimizer=False,
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])

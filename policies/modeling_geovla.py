@@ -23,11 +23,11 @@ from lerobot.utils.constants import (
 )
 
 from policies.configuration_geovla import GeoVLAConfig
-from policies.cpu_autocast import float32_attention
 from policies.geovla_model import GeoVLAModel, geometry_targets
 from policies.policy_files import DIRECTORY_LAYOUT, check_policy_directory, is_local, load_processors
 from policies.robot_observation import CAMERA_FIELDS, CAMERA_MASK_KEY, robot_observation_to_batch
 from policies.rtc_guidance import rtc_guide
+from vla.cpu_autocast import float32_attention
 from vla.flow_matching import Guide
 
 ACTION_IS_PAD = "action_is_pad"

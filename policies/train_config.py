@@ -22,8 +22,9 @@ class TrainConfig:
         batch_size: samples per micro-batch and process; an optimiser step trains on
             ``batch_size × grad_accum × num_processes`` samples.
         grad_accum: micro-batches accumulated per optimiser step.
-        mixed_precision: ``no``, ``bf16`` or ``fp16``; None: what ``accelerate launch`` was given
-            (``--mixed_precision`` or its config file), ``no`` without it.
+        mixed_precision: ``no``, ``bf16``, ``fp16`` or ``auto`` (``bf16`` on a GPU that supports
+            it or a CPU with AVX512-BF16/AMX, else ``no``); None: what ``accelerate launch`` was
+            given (``--mixed_precision`` or its config file), ``no`` without it.
         save_every: checkpoint period in steps (the last step is always saved).
         log_every: metrics period in steps.
         eval_every: evaluation-rollout period in steps (0: never).
@@ -58,8 +59,9 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.mixed_precision is False:  # YAML 1.1 reads a bare `no` as false
             self.mixed_precision = "no"
-        if self.mixed_precision not in (None, "no", "bf16", "fp16"):
-            raise ValueError(f"mixed_precision must be no, bf16 or fp16 (or left unset), got {self.mixed_precision!r}")
+        if self.mixed_precision not in (None, "no", "bf16", "fp16", "auto"):
+            raise ValueError(f"mixed_precision must be no, bf16, fp16 or auto (or left unset), "
+                             f"got {self.mixed_precision!r}")
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":

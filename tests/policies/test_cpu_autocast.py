@@ -1,4 +1,4 @@
-"""Training under a CPU bfloat16 autocast: attention runs in float32 (``policies.cpu_autocast``),
+"""Training under a CPU bfloat16 autocast: attention runs in float32 (``vla.cpu_autocast``),
 everything else autocast allows in bfloat16, and the loss and gradients stay within a stated
 tolerance of float32 training."""
 
@@ -12,7 +12,7 @@ from timm.layers import Attention as TimmAttention
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from geometry.layers.attention import Attention
-from policies.cpu_autocast import float32_attention
+from vla.cpu_autocast import float32_attention
 from policies.train_config import TrainConfig
 
 # Largest relative difference of the bfloat16-autocast training loss from the float32 one.
@@ -94,7 +94,33 @@ def test_bfloat16_autocast_training_loss_matches_float32(dataset_meta, batch, sp
     assert torch.nn.functional.cosine_similarity(flat, flat_reference, dim=0) > 0.95
 
 
+def test_gradient_checkpointing_recomputes_attention_in_float32(dataset_meta, batch):
+    """The ViT blocks' recomputation in backward attends in float32 as their forward did
+    (otherwise the recomputed activations' dtypes differ from the saved ones and backward fails)."""
+    policy = make_policy(dataset_meta)
+    policy.train()
+    for encoder in (policy.model.backbone.siglip, policy.model.backbone.dinov2):
+        encoder.gradient_checkpointing = True
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = policy.forward(batch)
+    loss.backward()
+    grads = [p.grad for p in policy.model.backbone.siglip.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+
+
 def test_train_config_reads_a_yaml_no_as_no_mixed_precision():
     assert TrainConfig(dataset_root="d", output_dir="o", mixed_precision=False).mixed_precision == "no"
-    with pytest.raises(ValueError, match="mixed_precision must be no, bf16 or fp16.*'bf32'"):
+    with pytest.raises(ValueError, match="mixed_precision must be no, bf16, fp16 or auto.*'bf32'"):
         TrainConfig(dataset_root="d", output_dir="o", mixed_precision="bf32")
+
+
+def test_auto_mixed_precision_takes_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    from policies import distributed
+
+    cpu = torch.device("cpu")
+    for native, expected in ((True, "bf16"), (False, "no")):
+        monkeypatch.setattr(distributed, "cpu_has_native_bfloat16", lambda native=native: native)
+        assert distributed.resolve_mixed_precision("auto", cpu) == expected
+    assert distributed.resolve_mixed_precision("fp16", cpu) == "fp16"
+    assert distributed.resolve_mixed_precision(None, cpu) is None
+    assert TrainConfig(dataset_root="d", output_dir="o", mixed_precision="auto").mixed_precision == "auto"

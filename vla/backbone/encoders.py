@@ -14,6 +14,7 @@ from vla.backbone.aggregation import AggregationTokens
 from vla.backbone.config import EncoderConfig
 from vla.backbone.film import FiLM, film_block_forward
 from vla.backbone.pretrained import load_vit_weights
+from vla.cpu_autocast import float32_attention
 
 # peft `target_modules` regex for the attention and MLP linears of both ViTs of a backbone
 # (not the patch-embedding conv, the FiLM layers or the projectors).
@@ -109,7 +110,9 @@ class FiLMViTEncoder(nn.Module):
                select: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
         """One FiLM block (recomputed in backward with gradient checkpointing while training)."""
         if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(film_block_forward, block, film, tokens, language, select, use_reentrant=False)
+            # The recomputation runs attention in float32 too under a CPU bfloat16 autocast, as the forward did.
+            return checkpoint(film_block_forward, block, film, tokens, language, select, use_reentrant=False,
+                              context_fn=lambda: (float32_attention(), float32_attention()))
         return film_block_forward(block, film, tokens, language, select)
 
 
