@@ -23,7 +23,7 @@ _SDPA = F.scaled_dot_product_attention
 
 def cpu_has_native_bfloat16() -> bool:
     """Whether this CPU computes in bfloat16 natively (AVX512-BF16 or AMX), where a bfloat16
-    autocast speeds training up; elsewhere torch emulates it, slower than float32."""
+    autocast speeds training up; elsewhere oneDNN emulates it and no speed-up is expected."""
     return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
