@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.utils._pytree import tree_map
 
 
 def camera_loss(pose_enc_list: list[torch.Tensor], gt_pose_enc: torch.Tensor, gamma: float = 0.6,
@@ -143,7 +144,8 @@ def track_loss(track_list: list[torch.Tensor], gt_tracks: torch.Tensor, gt_visib
 
 def geometry_loss(outputs: dict, gt: dict, images: torch.Tensor | None = None, patch_size: int = 14,
                   weights: dict[str, float] | None = None, log_depth: bool = False) -> dict[str, torch.Tensor]:
-    """Weighted sum of the available terms; returns every term and `total`.
+    """Weighted sum of the available terms; returns every term and `total`, computed in float32
+    (outputs of a bfloat16 autocast are cast up, and autocast is off inside).
 
     `log_depth=True` applies the confidence and gradient terms to log depth, so that near cameras
     (a wrist camera at a few centimetres) weigh as much as far ones in metric scenes.
@@ -152,6 +154,17 @@ def geometry_loss(outputs: dict, gt: dict, images: torch.Tensor | None = None, p
     `world_points` `[..., H, W, 3]`, `valid` `[..., H, W]` bool, `intrinsics`/`extrinsics`
     `[B, T, V, 3, 3/4]` (for reprojection) and `dynamic_mask`.
     """
+    device = next(v for v in gt.values() if isinstance(v, torch.Tensor)).device
+    with torch.autocast(device.type, enabled=False):
+        return _weighted_terms(tree_map(_float32, outputs), gt, images, patch_size, weights, log_depth)
+
+
+def _float32(x: object) -> object:
+    return x.float() if isinstance(x, torch.Tensor) and x.is_floating_point() else x
+
+
+def _weighted_terms(outputs: dict, gt: dict, images: torch.Tensor | None, patch_size: int,
+                    weights: dict[str, float] | None, log_depth: bool) -> dict[str, torch.Tensor]:
     w = {"camera": 1.0, "depth": 1.0, "points": 1.0, "gradient": 1.0, "reproj": 0.5, "smooth": 0.1, "mask": 0.5}
     w.update(weights or {})
     terms: dict[str, torch.Tensor] = {}

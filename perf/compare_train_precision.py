@@ -55,7 +55,7 @@ def compare(a: list[dict[str, float]], b: list[dict[str, float]], window: int, t
         losses[name] = {"a": round(mean_a, 5), "b": round(mean_b, 5), "relative_difference": round(difference, 4),
                         "within_tolerance": difference <= tolerance}
     return {
-        "window_steps": [a[-window]["step"], a[-1]["step"]] if len(a) >= window else [a[0]["step"], a[-1]["step"]],
+        "window_steps": [a[-window:][0]["step"], a[-1]["step"]],
         "tolerance": tolerance,
         "losses": losses,
         "samples_per_s": {"a": round(statistics.median(r["samples_per_s"] for r in a), 2),

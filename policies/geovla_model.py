@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils._pytree import tree_map
 
 from geometry.aggregator import AggregatorOutput
 from geometry.losses import geometry_loss
@@ -170,9 +169,8 @@ class GeoVLAModel(nn.Module):
         losses = self.action_model.compute_loss(prefix, actions, state, action_is_pad)
         losses.pop("loss_per_sample")
         if supervised:
-            with torch.autocast(images.device.type, enabled=False):  # the losses in float32 under autocast too
-                terms = geometry_loss(tree_map(_float32, predictions), geometry_targets, images,
-                                      self.geometry.config.patch_size, log_depth=True)
+            terms = geometry_loss(predictions, geometry_targets, images, self.geometry.config.patch_size,
+                                  log_depth=True)
             losses["geometry_loss"] = terms.pop("total")
             losses["loss"] = losses["loss"] + weight * losses["geometry_loss"]
             losses.update({f"geometry_{name}": value.detach() for name, value in terms.items()})
@@ -284,8 +282,3 @@ def geometry_targets(depth: Tensor, intrinsics: Tensor, extrinsics: Tensor) -> d
         "intrinsics": intrinsics,
         "extrinsics": extrinsics,
     }
-
-
-def _float32(x: object) -> object:
-    """A floating tensor in float32 (a bfloat16 autocast's outputs); anything else as it is."""
-    return x.float() if isinstance(x, Tensor) and x.is_floating_point() else x

@@ -161,3 +161,21 @@ def test_track_loss():
     assert track_loss([far], gt, visible) == 0
     vis = torch.full((1, 3, 5), 0.5)
     torch.testing.assert_close(track_loss([gt], gt, visible, vis), torch.log(torch.tensor(2.0)))
+
+
+def test_geometry_loss_runs_in_float32_on_bfloat16_outputs_under_autocast():
+    E, K = _scene_cameras(3)
+    depth = _plane_depth(E, K).reshape(1, 1, 3, 32, 32)
+    noisy = depth * (1 + 0.1 * torch.rand(depth.shape, generator=torch.Generator().manual_seed(0)))
+    outputs = {"depth": noisy.bfloat16(), "depth_conf": (torch.ones_like(depth) * 1.5).bfloat16(),
+               "pose_enc_list": [torch.full((1, 3, 9), 0.1).bfloat16()], "mask_logits": None}
+    gt = {"depth": depth, "pose_enc": torch.zeros(1, 3, 9), "intrinsics": K.reshape(1, 1, 3, 3, 3),
+          "extrinsics": E.reshape(1, 1, 3, 3, 4)}
+    reference = geometry_loss({k: v.float() if isinstance(v, torch.Tensor) else v for k, v in outputs.items()}
+                              | {"pose_enc_list": [outputs["pose_enc_list"][0].float()]}, gt, log_depth=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        terms = geometry_loss(outputs, gt, log_depth=True)
+    assert set(terms) == set(reference)
+    for name, value in terms.items():
+        assert value.dtype == torch.float32, name
+        torch.testing.assert_close(value, reference[name], rtol=0, atol=0)
